@@ -1,0 +1,3 @@
+from contactbase.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""The HTTP application: create_app(settings) wires routers, middleware and the error handler."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from contactbase import __version__
+from contactbase.contacts.router import router as contacts_router
+from contactbase.db import Database
+from contactbase.errors import DomainError
+from contactbase.middleware import Metrics, RequestContext
+from contactbase.operations import router as operations_router
+from contactbase.operations import schema_head
+from contactbase.settings import Settings
+from contactbase.validation import invalid_input
+
+DESCRIPTION = """
+A self-hostable contacts API that speaks the wire format of Cometly's public contacts API.
+
+Authenticate with `Authorization: Bearer cb_…` (a key from `contactbase key create`).
+Every error is JSON with a `message`; a 422 adds `errors` by field path.
+"""
+
+ROUTING_MESSAGES = {404: "Not found.", 405: "Method not allowed."}
+
+
+def as_domain_error(exc: Exception) -> DomainError:
+    if isinstance(exc, DomainError):
+        return exc
+    if isinstance(exc, RequestValidationError):
+        return invalid_input(list(exc.errors()))
+    if isinstance(exc, HTTPException):  # the router's own: unknown path or method
+        error = DomainError(ROUTING_MESSAGES.get(exc.status_code, str(exc.detail)))
+        error.status_code = exc.status_code
+        return error
+    raise exc
+
+
+async def answer_error(request: Request, exc: Exception) -> Response:
+    """The single mapping of expected errors to status and JSON body."""
+    error = as_domain_error(exc)
+    extra_headers = exc.headers if isinstance(exc, HTTPException) else None
+    return Response(
+        orjson.dumps(error.body()),
+        status_code=error.status_code,
+        headers={**error.headers(), **(extra_headers or {})},
+        media_type="application/json",
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app; nothing connects until the first request."""
+    settings = settings or Settings()
+    db = Database(settings.database_url, pool_size=settings.db_pool_size)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await db.dispose()
+
+    app = FastAPI(
+        title="contactbase",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.settings = settings
+    app.state.db = db
+    app.state.metrics = Metrics()
+    app.state.schema_head = schema_head()
+    app.state.signing_key = settings.secret_key.encode() if settings.secret_key else None
+    app.include_router(contacts_router)
+    app.include_router(operations_router)
+    for error in (DomainError, RequestValidationError, HTTPException):
+        app.add_exception_handler(error, answer_error)
+    app.add_middleware(
+        RequestContext, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
+    )
+    return app

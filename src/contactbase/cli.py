@@ -1,0 +1,277 @@
+"""The `contactbase` command: migrations, Spaces, API keys and the server."""
+
+import asyncio
+import json
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contactbase.db import Database
+from contactbase.errors import DomainError
+from contactbase.ratelimit import ENDPOINTS
+from contactbase.settings import Settings
+from contactbase.spaces import service
+from contactbase.spaces.service import PERMISSIONS, key_view, space_view
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Administer contactbase: the schema, Spaces (tenants), API keys, and the server.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+space_app = typer.Typer(help="Create, list and change Spaces.", no_args_is_help=True)
+key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+app.add_typer(space_app, name="space")
+app.add_typer(key_app, name="key")
+console = Console()
+errors = Console(stderr=True)
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON value and nothing else.")]
+
+
+def run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `work` in one committed transaction against the configured database."""
+
+    async def main() -> T:
+        db = Database(Settings().database_url, pool_size=1)
+        try:
+            async with db.writer() as session, session.begin():
+                return await work(session)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def show(value: Any, as_json: bool, title: str = "") -> None:
+    """Print a record or a list of records: JSON, or a table for people."""
+    if as_json:
+        typer.echo(json.dumps(value))
+        return
+    rows = value if isinstance(value, list) else [value]
+    if not rows:
+        console.print(f"No {title.lower() or 'rows'}.")
+        return
+    table = Table(title=title or None)
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(_cell(cell) for cell in row.values()))
+    console.print(table)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={val}" for key, val in value.items())
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return "" if value is None else str(value)
+
+
+def fail(error: DomainError, as_json: bool) -> typer.Exit:
+    if as_json:
+        typer.echo(json.dumps(error.body()))
+    else:
+        errors.print(f"[red]error:[/red] {error.message}")
+    return typer.Exit(1)
+
+
+@app.command()
+def migrate(as_json: JsonFlag = False) -> None:
+    """Create the database schema, or upgrade it to this version's."""
+    from alembic import command
+
+    from contactbase.operations import migrations_config, schema_head
+
+    settings = Settings()
+    command.upgrade(migrations_config(settings.database_url), "head")
+    show({"status": "migrated", "schema": schema_head()}, as_json) if as_json else console.print(
+        f"Database migrated to schema {schema_head()}."
+    )
+
+
+@space_app.command("create")
+def space_create(
+    name: str,
+    timezone: Annotated[str, typer.Option(help="IANA time zone for list date filters.")] = "UTC",
+    as_json: JsonFlag = False,
+) -> None:
+    """Create a Space (a tenant)."""
+    try:
+        space = run(lambda s: service.create_space(s, name, timezone))
+    except DomainError as error:
+        raise fail(error, as_json) from None
+    show(space_view(space), as_json, "Space")
+
+
+@space_app.command("list")
+def space_list(as_json: JsonFlag = False) -> None:
+    """List every Space."""
+    spaces = run(service.list_spaces)
+    show([space_view(space) for space in spaces], as_json, "Spaces")
+
+
+def _space_command(
+    change: Callable[[AsyncSession, int], Awaitable[Any]], space_id: int, as_json: bool
+) -> None:
+    try:
+        space = run(lambda s: change(s, space_id))
+    except DomainError as error:
+        raise fail(error, as_json) from None
+    show(space_view(space), as_json, "Space")
+
+
+@space_app.command("show")
+def space_show(space_id: int, as_json: JsonFlag = False) -> None:
+    """Show one Space with its effective per-minute limits."""
+    _space_command(service.get_space, space_id, as_json)
+
+
+@space_app.command("activate")
+def space_activate(space_id: int, as_json: JsonFlag = False) -> None:
+    """Let a Space's keys work again (applies to the next request)."""
+    _space_command(lambda s, i: service.set_status(s, i, "active"), space_id, as_json)
+
+
+@space_app.command("deactivate")
+def space_deactivate(space_id: int, as_json: JsonFlag = False) -> None:
+    """Refuse a Space's requests with 403, subscription inactive (applies to the next request)."""
+    _space_command(lambda s, i: service.set_status(s, i, "inactive"), space_id, as_json)
+
+
+@space_app.command("set-limit")
+def space_set_limit(
+    space_id: int,
+    endpoint: Annotated[str, typer.Argument(help=f"One of: {', '.join(ENDPOINTS)}.")],
+    per_minute: Annotated[int, typer.Argument(help="Requests per minute for this Space.")],
+    as_json: JsonFlag = False,
+) -> None:
+    """Raise or lower one endpoint's per-minute limit for a Space."""
+    _space_command(lambda s, i: service.set_limit(s, i, endpoint, per_minute), space_id, as_json)
+
+
+@key_app.command("create")
+def key_create(
+    space_id: int,
+    name: Annotated[str | None, typer.Option(help="A label to recognise the key by.")] = None,
+    permission: Annotated[
+        list[str] | None,
+        typer.Option(help=f"Repeatable: {', '.join(PERMISSIONS)} (default: both)."),
+    ] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Create an API key for a Space. The key is printed now and never again."""
+    try:
+        key, raw_key = run(
+            lambda s: service.create_key(s, space_id, name, permission or PERMISSIONS)
+        )
+    except DomainError as error:
+        raise fail(error, as_json) from None
+    view = {**key_view(key), "key": raw_key}
+    del view["revoked_at"]
+    if as_json:
+        show(view, as_json)
+        return
+    show(view, as_json, "API key")
+    console.print("Store the key now: only its hash is kept, it cannot be shown again.")
+
+
+@key_app.command("list")
+def key_list(space_id: int, as_json: JsonFlag = False) -> None:
+    """List a Space's keys (prefixes only)."""
+    try:
+        keys = run(lambda s: service.list_keys(s, space_id))
+    except DomainError as error:
+        raise fail(error, as_json) from None
+    show([key_view(key) for key in keys], as_json, "API keys")
+
+
+@key_app.command("revoke")
+def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
+    """Revoke a key: its next request is refused with 401."""
+    try:
+        key = run(lambda s: service.revoke_key(s, key_id))
+    except DomainError as error:
+        raise fail(error, as_json) from None
+    show(key_view(key), as_json, "API key")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    settings = Settings()
+    if workers > 1 and not settings.redis_url:
+        errors.print(
+            "[red]error:[/red] --workers > 1 needs CONTACTBASE_REDIS_URL: without Redis each "
+            "worker would count rate limits on its own, multiplying every limit by the workers."
+        )
+        raise typer.Exit(2)
+    url = Database(settings.database_url).url.render_as_string(hide_password=True)
+    console.print(
+        f"contactbase on http://{host}:{port} ({workers} worker(s), database {url}); "
+        f"API docs at http://{host}:{port}/docs"
+    )
+    uvicorn.run(
+        "contactbase.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="info",
+    )
+
+
+DEMO_CURL = """curl -X POST "http://127.0.0.1:8000/public-api/v1/contacts" \\
+  -H "Authorization: Bearer {key}" \\
+  -H "Accept: application/json" \\
+  -H "Content-Type: application/json" \\
+  -d '{{"emails": ["john@example.com", "johnny@example.com"],
+       "phones": ["+1234567890", "+0987654321"],
+       "names": ["John Doe", "Johnny"],
+       "locations": ["New York, NY", "Los Angeles, CA"]}}'"""
+
+
+@app.command(hidden=True)
+def demo(
+    key_file: Annotated[Path, typer.Option(help="Where the demo key is kept between runs.")] = Path(
+        ".contactbase-demo-key"
+    ),
+) -> None:
+    """Make sure a demo Space and key exist (for `make run`), and print the key with a curl line."""
+
+    async def ensure(session: AsyncSession) -> tuple[str, bool]:
+        if key_file.exists():
+            saved = key_file.read_text().strip()
+            try:
+                await service.authenticate(session, saved)
+                return saved, False
+            except DomainError:
+                pass  # the database was reset, or the key revoked: make a new one
+        space = await service.create_space(session, "Demo")
+        _key, raw_key = await service.create_key(session, space.id, "demo")
+        return raw_key, True
+
+    raw_key, created = run(ensure)
+    if created:
+        key_file.write_text(raw_key + "\n")
+        os.chmod(key_file, 0o600)
+    typer.echo(f"{'Created' if created else 'Using'} the demo Space's API key: {raw_key}")
+    typer.echo("Create your first contact from another terminal:\n")
+    typer.echo(DEMO_CURL.format(key=raw_key) + "\n")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,187 @@
+"""HTTP shape of the contacts endpoints: /public-api/v1/contacts."""
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Path, Query, Request, Response
+
+from contactbase.contacts import service
+from contactbase.contacts.pagination import (
+    MAX_ID,
+    Cursor,
+    InvalidCursor,
+    decode_cursor,
+    encode_cursor,
+)
+from contactbase.contacts.schemas import (
+    ContactCreate,
+    ContactDetail,
+    ContactPage,
+    ContactSummary,
+    CreateQuery,
+    GetQuery,
+    ListQuery,
+)
+from contactbase.db import SessionDep
+from contactbase.errors import invalid
+from contactbase.openapi import error_responses, json_body
+from contactbase.spaces.deps import CanCreate, CanGet, CanList, SigningKey
+from contactbase.validation import message_for, parse_body
+
+router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
+
+CUSTOM_FIELD_SLOTS = tuple(f"profile_field_{n}" for n in range(1, 31))
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=ContactDetail,
+    response_model_exclude_unset=True,
+    summary="Create a contact (or merge into the one that owns its emails)",
+    responses={
+        **error_responses(401, 403, 409, 413, 422, 429, 503),
+        200: {"model": ContactDetail, "description": "Merged into an existing contact"},
+        201: {"description": "Created"},
+    },
+    openapi_extra=json_body(ContactCreate),
+)
+async def create_contact(
+    request: Request,
+    response: Response,
+    caller: CanCreate,
+    session: SessionDep,
+    query: Annotated[CreateQuery, Query()],
+) -> ContactDetail:
+    """Create a contact from arrays of emails, phones, names and locations; the first item of
+    each array becomes the primary value.
+
+    If none of the emails is known in the Space, the contact is created (201). If some belong
+    to existing contacts, the request is merged into them (200): new values are appended,
+    existing primaries stay, and several matching contacts are merged into the oldest, whose id
+    the others keep resolving to. With `on_conflict=error`, known emails give 409 instead.
+    """
+    payload = parse_body(ContactCreate, await request.body())
+    contact, created = await service.create_contact(
+        session, caller.space_id, payload, merge=query.on_conflict == "merge"
+    )
+    if not created:
+        response.status_code = 200
+    return contact
+
+
+@router.get(
+    "/{contact_id}",
+    response_model=ContactDetail,
+    response_model_exclude_unset=True,
+    summary="Get a contact",
+    responses=error_responses(401, 403, 404, 422, 429, 503),
+)
+async def get_contact(
+    caller: CanGet,
+    session: SessionDep,
+    contact_id: Annotated[
+        str, Path(description="A contact id; an alias id gives the survivor.", examples=["17"])
+    ],
+    query: Annotated[GetQuery, Query()],
+) -> ContactDetail:
+    """One contact with all its emails, phones, names and locations, primary first."""
+    digits = contact_id.lstrip("0")
+    if not contact_id.isascii() or not contact_id.isdigit() or not digits:
+        raise invalid("id", message_for("positive_integer", "id", contact_id))
+    # Too many digits to be an id at all: unknown, like any other id (and never parsed whole).
+    number = int(digits) if len(digits) <= len(str(MAX_ID)) else MAX_ID + 1
+    contact = await service.get_contact(session, caller.space_id, number)
+    if query.include_comet_tokens:
+        contact.comet_tokens = []
+    if query.include_events:
+        contact.events = []
+    if query.include_browsing_session_data:
+        contact.browsing_session_hits = []
+    return contact
+
+
+@router.get(
+    "",
+    response_model=ContactPage,
+    response_model_exclude_unset=True,
+    summary="List contacts, newest first",
+    responses=error_responses(401, 403, 422, 429, 503),
+)
+async def list_contacts(
+    request: Request,
+    caller: CanList,
+    session: SessionDep,
+    key: SigningKey,
+    query: Annotated[ListQuery, Query()],
+) -> ContactPage:
+    """Contacts of the Space, newest first, in pages joined by opaque cursors.
+
+    `start_date` and `end_date` filter on the creation time in the Space's timezone, both
+    inclusive; `email` and `phone` find contacts by the same normal forms that identify them.
+    """
+    cursor = None
+    if query.cursor is not None:
+        try:
+            cursor = decode_cursor(query.cursor, key, caller.space_id)
+        except InvalidCursor:
+            raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
+    start, end = service.creation_window(query.start_date, query.end_date, caller.timezone)
+    filters = service.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+    rows, has_more = await service.list_contacts(
+        session, caller.space_id, filters, cursor, query.per_page
+    )
+    emails = (
+        await service.all_emails(session, caller.space_id, [row.id for row in rows])
+        if query.include_all_emails
+        else {}
+    )
+    data = []
+    for row in rows:
+        item = ContactSummary(
+            id=row.id, email=row.email, name=row.name, phone=row.phone, location=row.location
+        )
+        if query.include_all_emails:
+            item.emails = emails[row.id]
+        if query.include_comet_tokens:
+            item.comet_tokens = []
+        if query.include_custom_fields:
+            item.custom_fields = dict.fromkeys(CUSTOM_FIELD_SLOTS)
+        data.append(item)
+    return _page(request, data, cursor, has_more, query.per_page, key, caller.space_id)
+
+
+def _page(
+    request: Request,
+    data: list[ContactSummary],
+    cursor: Cursor | None,
+    has_more: bool,
+    per_page: int,
+    key: bytes,
+    space_id: int,
+) -> ContactPage:
+    """Laravel's envelope: a next link unless this is the last page, a previous one unless the
+    first; each carries the request's filters."""
+    forward = cursor is None or cursor.forward
+    next_cursor = prev_cursor = None
+    if data and (has_more if forward else True):
+        next_cursor = encode_cursor(Cursor(data[-1].id, forward=True), key, space_id)
+    if data and cursor is not None and (True if forward else has_more):
+        prev_cursor = encode_cursor(Cursor(data[0].id, forward=False), key, space_id)
+    path = str(request.url.replace(query=""))
+
+    def url(token: str | None) -> str | None:
+        if token is None:
+            return None
+        params: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "cursor"}
+        return f"{path}?{urlencode({**params, 'cursor': token})}"
+
+    return ContactPage(
+        data=data,
+        path=path,
+        per_page=per_page,
+        next_cursor=next_cursor,
+        next_page_url=url(next_cursor),
+        prev_cursor=prev_cursor,
+        prev_page_url=url(prev_cursor),
+    )

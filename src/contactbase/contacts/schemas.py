@@ -1,0 +1,184 @@
+"""The contacts API's wire format: request bodies, query parameters and responses."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
+from pydantic_core import PydanticCustomError
+
+from contactbase.contacts.values import ValueRejected, clean_email, clean_phone, clean_text
+
+MAX_ITEMS = 100
+
+Email = Annotated[str, AfterValidator(clean_email)]
+Phone = Annotated[str, AfterValidator(clean_phone)]
+Text = Annotated[str, AfterValidator(clean_text)]
+# Timestamps go out as 2026-11-26T08:00:00Z (UTC, whole seconds).
+Timestamp = Annotated[
+    datetime, PlainSerializer(lambda value: value.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str)
+]
+
+
+class ContactCreate(BaseModel):
+    """A person to create, or to merge into the contact that already owns one of the emails."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [
+                {
+                    "emails": ["john@example.com", "johnny@example.com"],
+                    "phones": ["+1234567890", "+0987654321"],
+                    "names": ["John Doe", "Johnny"],
+                    "locations": ["New York, NY", "Los Angeles, CA"],
+                }
+            ]
+        },
+    )
+
+    emails: list[Email] = Field(
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="At least one email; the first is the primary. Emails identify the contact: "
+        "compared trimmed and lower-cased, stored as sent (trimmed). At most 254 characters each.",
+    )
+    phones: list[Phone] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="4 to 20 digits, optionally a leading + and spaces, dashes, dots or "
+        "parentheses, at most 32 characters. Compared by their digits.",
+    )
+    names: list[Text] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Non-empty after trimming, at most 255 characters.",
+    )
+    locations: list[Text] = Field(
+        default_factory=list,
+        max_length=MAX_ITEMS,
+        description="Non-empty after trimming, at most 255 characters.",
+    )
+
+
+class ContactDetail(BaseModel):
+    """A contact with every value it holds, the primary first."""
+
+    id: int = Field(description="The contact's id; for an alias id, the survivor's.")
+    emails: list[str]
+    phones: list[str]
+    names: list[str]
+    locations: list[str]
+    created_at: Timestamp
+    updated_at: Timestamp
+    comet_tokens: list[Any] | None = Field(
+        default=None, description="Only with include_comet_tokens=1; always empty here."
+    )
+    events: list[Any] | None = Field(
+        default=None, description="Only with include_events=1; always empty here."
+    )
+    browsing_session_hits: list[Any] | None = Field(
+        default=None, description="Only with include_browsing_session_data=1; always empty here."
+    )
+
+
+class ContactSummary(BaseModel):
+    """A contact's primary values, as the list shows them."""
+
+    id: int
+    email: str
+    name: str | None
+    phone: str | None
+    location: str | None
+    emails: list[str] | None = Field(default=None, description="Only with include_all_emails=1.")
+    comet_tokens: list[Any] | None = Field(
+        default=None, description="Only with include_comet_tokens=1; always empty here."
+    )
+    custom_fields: dict[str, Any] | None = Field(
+        default=None, description="Only with include_custom_fields=1: the 30 profile_field slots."
+    )
+
+
+class ContactPage(BaseModel):
+    """One page of the list, in Laravel's cursor-pagination envelope."""
+
+    data: list[ContactSummary]
+    path: str
+    per_page: int
+    next_cursor: str | None
+    next_page_url: str | None
+    prev_cursor: str | None
+    prev_page_url: str | None
+
+
+def _check_local_time(text: str | None) -> str | None:
+    if text is not None:
+        try:
+            datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
+        except ValueError:
+            raise ValueRejected("date_format") from None
+    return text
+
+
+LocalTime = Annotated[str | None, AfterValidator(_check_local_time)]
+Flag = Annotated[bool, Field(description="1 or 0 (true or false).")]
+
+
+class GetQuery(BaseModel):
+    """Cometly's documented options for one contact; data contactbase does not hold is empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    include_comet_tokens: Flag = False
+    include_events: Flag = False
+    hide_direct_touchpoints: Flag = True
+    use_custom_field_labels: Flag = False
+    include_browsing_session_data: Flag = False
+
+
+class ListQuery(BaseModel):
+    """Filters and paging of the contact list."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    start_date: LocalTime = Field(
+        default=None,
+        description="YYYY-MM-DD HH:MM:SS in the Space's timezone; creation time, inclusive.",
+        examples=["2026-11-01 00:00:00"],
+    )
+    end_date: LocalTime = Field(
+        default=None,
+        description="YYYY-MM-DD HH:MM:SS in the Space's timezone; creation time, inclusive.",
+        examples=["2026-11-30 23:59:59"],
+    )
+    per_page: int = Field(default=200, ge=1, le=5000)
+    cursor: str | None = Field(default=None, description="next_cursor or prev_cursor of a page.")
+    email: str | None = Field(default=None, description="Only the contact owning this email.")
+    phone: str | None = Field(default=None, description="Contacts holding this phone (by digits).")
+    include_all_emails: Flag = False
+    include_comet_tokens: Flag = False
+    include_custom_fields: Flag = False
+    use_custom_field_labels: Flag = False
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> "ListQuery":
+        # Same format, so the strings compare as the times do.
+        if self.start_date and self.end_date and self.end_date < self.start_date:
+            raise PydanticCustomError(
+                "date_order",
+                "end_date is before start_date",
+                {"field": "end_date", "value": self.end_date},
+            )
+        return self
+
+
+class CreateQuery(BaseModel):
+    """Options of a create."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on_conflict: Literal["merge", "error"] = Field(
+        default="merge",
+        description="merge (default): known emails merge the request into their contact (200). "
+        "error: known emails refuse the request with 409 and change nothing.",
+    )

@@ -1,0 +1,76 @@
+"""The rules for a single value: what is valid, and the normal form it is compared by."""
+
+import re
+import unicodedata
+
+from email_validator import EmailNotValidError, validate_email
+
+MAX_EMAIL_LENGTH = 254
+MAX_PHONE_LENGTH = 32
+MAX_TEXT_LENGTH = 255
+PHONE_SHAPE = re.compile(r"\+?[0-9 ().\-]+")
+NON_DIGITS = re.compile(r"[^0-9]")
+
+
+class ValueRejected(ValueError):
+    """A value broke a rule; `kind` names the rule, as schemas.py words its message."""
+
+    def __init__(self, kind: str, **context: object) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.context = context
+
+
+def normalise_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def normalise_phone(phone: str) -> str:
+    return NON_DIGITS.sub("", phone)
+
+
+def normalise_text(text: str) -> str:
+    return text.strip()
+
+
+def has_control_characters(text: str) -> bool:
+    # Cc: C0/C1 controls (NUL breaks PostgreSQL text); Cs: lone surrogates, not encodable as UTF-8.
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+
+
+def clean_email(raw: str) -> str:
+    """The email as stored: trimmed, and valid as email-validator judges it offline."""
+    email = raw.strip()
+    if not email:
+        raise ValueRejected("blank")
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise ValueRejected("too_many_characters", max=MAX_EMAIL_LENGTH)
+    try:
+        validate_email(email, check_deliverability=False)
+    except EmailNotValidError:
+        raise ValueRejected("invalid_email") from None
+    return email
+
+
+def clean_phone(raw: str) -> str:
+    """The phone as stored: trimmed text of 4-20 digits with common separators."""
+    phone = raw.strip()
+    if not phone:
+        raise ValueRejected("blank")
+    if len(phone) > MAX_PHONE_LENGTH:
+        raise ValueRejected("too_many_characters", max=MAX_PHONE_LENGTH)
+    if not PHONE_SHAPE.fullmatch(phone) or not 4 <= len(normalise_phone(phone)) <= 20:
+        raise ValueRejected("invalid_phone")
+    return phone
+
+
+def clean_text(raw: str) -> str:
+    """A name or location as stored: trimmed, non-empty, printable, at most 255 characters."""
+    text = raw.strip()
+    if not text:
+        raise ValueRejected("blank")
+    if len(text) > MAX_TEXT_LENGTH:
+        raise ValueRejected("too_many_characters", max=MAX_TEXT_LENGTH)
+    if has_control_characters(text):
+        raise ValueRejected("control_characters")
+    return text

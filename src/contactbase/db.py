@@ -1,0 +1,141 @@
+"""Engines, sessions and the differences between SQLite and PostgreSQL, in one place."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from sqlalchemy import BigInteger, Integer, MetaData, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase
+
+# A 64-bit id on PostgreSQL; SQLite assigns ids only to a column declared INTEGER PRIMARY KEY.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def async_url(url: str) -> URL:
+    """Accept plain or SQLAlchemy-style URLs and pick the async driver."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
+
+
+def _sqlite_engine(url: URL, *, begin: str, pool_size: int) -> AsyncEngine:
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so that SAVEPOINT works and writers can
+        # start with BEGIN IMMEDIATE (no "database is locked" upgrade failures mid-transaction).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "journal_mode=WAL",
+            "foreign_keys=ON",
+            "busy_timeout=10000",
+            "synchronous=NORMAL",
+        ):
+            cursor.execute(f"PRAGMA {pragma}")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def on_begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database:
+    """The request path's engines: one for PostgreSQL; a reader and a single writer for SQLite."""
+
+    def __init__(self, url: str, *, pool_size: int = 10) -> None:
+        self.url = async_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            # SQLite allows one writer at a time: queue writers on one connection here rather
+            # than have them spin on the file lock; readers use WAL snapshots alongside.
+            self.engine = _sqlite_engine(self.url, begin="BEGIN", pool_size=pool_size)
+            self.writer_engine = _sqlite_engine(self.url, begin="BEGIN IMMEDIATE", pool_size=1)
+        else:
+            self.engine = create_async_engine(
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_pre_ping=True,
+                pool_timeout=10,
+            )
+            self.writer_engine = self.engine
+        self.reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        self.writer = async_sessionmaker(self.writer_engine, expire_on_commit=False)
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+        if self.writer_engine is not self.engine:
+            await self.writer_engine.dispose()
+
+
+def _sqlstate(exc: DBAPIError) -> str:
+    return getattr(exc.orig, "sqlstate", None) or ""
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True when the database cannot be reached or is not accepting work right now."""
+    if isinstance(exc, OSError | asyncio.TimeoutError | PoolTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    state = _sqlstate(exc)
+    return (
+        exc.connection_invalidated
+        or state.startswith("08")
+        or state in ("57P01", "57P02", "57P03", "53300")
+        or (isinstance(exc, OperationalError | InterfaceError) and not state.startswith("40"))
+    )
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """True for conflicts that a fresh attempt of the same transaction resolves."""
+    return isinstance(exc, DBAPIError) and _sqlstate(exc) in ("40001", "40P01")
+
+
+def is_unique_violation(exc: BaseException) -> bool:
+    if not isinstance(exc, IntegrityError):
+        return False
+    return _sqlstate(exc) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
+
+
+async def request_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """The request's one transaction: committed when the endpoint returns, else rolled back."""
+    db: Database = request.app.state.db
+    sessions = db.reader if request.method in ("GET", "HEAD") else db.writer
+    async with sessions() as session, session.begin():
+        yield session
+
+
+# scope="function": the commit happens before the response is sent, so an acknowledged write
+# is a committed one.
+SessionDep = Annotated[AsyncSession, Depends(request_session, scope="function")]

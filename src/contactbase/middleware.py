@@ -1,0 +1,158 @@
+"""The outermost layer of every request: request id, body limit, metrics, and the last word on
+failures (500 with a request id, 503 while the database is away), never a stack trace."""
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contactbase.db import is_unavailable
+
+log = logging.getLogger("contactbase")
+
+CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of the app's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "contactbase_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "contactbase_request_seconds",
+            "Time to answer a request.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.database_unavailable = Counter(
+            "contactbase_database_unavailable",
+            "Requests answered 503: database unavailable.",
+            registry=self.registry,
+        )
+
+
+def _json_response(status: int, body: dict[str, Any]) -> tuple[Message, Message]:
+    content = orjson.dumps(body)
+    start: Message = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(content)).encode()),
+        ],
+    }
+    return start, {"type": "http.response.body", "body": content}
+
+
+class RequestContext:
+    """Pure ASGI middleware (no per-request task or body copy beyond what the limit needs)."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        sent_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = sent_id if CLIENT_REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status = 500
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started
+            if message["type"] == "http.response.start":
+                started, status = True, message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+            await send(message)
+
+        try:
+            body = await self._read_body(scope, receive)
+            if body is None:
+                await self._answer(
+                    send_with_id,
+                    413,
+                    {"message": f"The request body is larger than {self.max_body_bytes} bytes."},
+                )
+            else:
+                await self.app(scope, _replay(body, receive), send_with_id)
+        except Exception as exc:
+            if started:
+                raise
+            if is_unavailable(exc):
+                self.metrics.database_unavailable.inc()
+                log.warning("database unavailable (request %s): %r", request_id, exc)
+                await self._answer(
+                    send_with_id,
+                    503,
+                    {"message": "The database is unavailable; retry in a few seconds."},
+                )
+            else:
+                log.exception("unexpected failure (request %s)", request_id)
+                await self._answer(
+                    send_with_id,
+                    500,
+                    {"message": "Internal server error.", "request_id": request_id},
+                )
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(time.perf_counter() - began)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+        """The whole body, or None when it passes the limit: read up front so that 413 comes
+        before every other check, whether or not Content-Length was sent."""
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+            return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+    @staticmethod
+    async def _answer(send: Send, status: int, body: dict[str, Any]) -> None:
+        start, content = _json_response(status, body)
+        await send(start)
+        await send(content)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the app the body already read, then waits for the disconnect."""
+    delivered = False
+
+    async def replay() -> Message:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

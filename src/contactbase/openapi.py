@@ -1,0 +1,63 @@
+"""What the OpenAPI document says of request bodies and error responses."""
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+
+class ErrorBody(BaseModel):
+    message: str = Field(examples=["Unauthenticated."])
+
+
+class ValidationErrorBody(BaseModel):
+    message: str = Field(
+        examples=['The emails.1 field must be a valid email address ("not-an-email").']
+    )
+    errors: dict[str, list[str]] = Field(
+        description="Messages by field path (emails, emails.1, phones.0, …).",
+        examples=[
+            {"emails.1": ['The emails.1 field must be a valid email address ("not-an-email").']}
+        ],
+    )
+
+
+class ConflictBody(BaseModel):
+    message: str
+    existing_contact_id: int = Field(description="The lowest id among the contacts matched.")
+
+
+class ServerErrorBody(BaseModel):
+    message: str
+    request_id: str = Field(description="Quote it when reporting the problem; it is in the logs.")
+
+
+ERRORS: dict[int, tuple[type[BaseModel], str]] = {
+    401: (ErrorBody, "No key, or an unknown or revoked key"),
+    403: (ErrorBody, "The Space is inactive, or the key lacks the permission"),
+    404: (ErrorBody, "No such contact in the key's Space"),
+    409: (ConflictBody, "The emails are known and on_conflict=error was asked"),
+    413: (ErrorBody, "The body is larger than CONTACTBASE_MAX_BODY_BYTES"),
+    422: (ValidationErrorBody, "Invalid parameters or body"),
+    429: (ErrorBody, "Over the Space's per-minute limit for this endpoint"),
+    500: (ServerErrorBody, "Unexpected failure"),
+    503: (ErrorBody, "The database is unavailable"),
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, Any]:
+    """The `responses` of a route: the listed errors, and 500."""
+    return {
+        code: {"model": ERRORS[code][0], "description": ERRORS[code][1]} for code in (*codes, 500)
+    }
+
+
+def json_body(model: type[BaseModel]) -> dict[str, Any]:
+    """An `openapi_extra` documenting a JSON body that the route parses itself (after the key
+    and limit checks, so that a bad key is a 401 before a bad body is a 422)."""
+    schema = model.model_json_schema()
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema}},
+        }
+    }

@@ -1,0 +1,23 @@
+"""Configuration, read once from the environment and passed down."""
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting is an environment variable prefixed with CONTACTBASE_."""
+
+    model_config = SettingsConfigDict(env_prefix="CONTACTBASE_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///contactbase.db",
+        description="SQLAlchemy-style URL: sqlite:///relative.db, sqlite:////abs.db or postgresql://…",
+    )
+    redis_url: str | None = Field(default=None, description="Shared rate-limit counters.")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    db_pool_size: int = Field(default=10, ge=1)
+    secret_key: str | None = Field(
+        default=None,
+        description="Signs cursors; when unset, a secret generated at `migrate` and kept in the "
+        "database is used, so every worker and host shares it.",
+    )

@@ -1,0 +1,207 @@
+"""Spaces and their API keys: the rules the CLI and the HTTP layer share."""
+
+import hashlib
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contactbase.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, invalid
+from contactbase.ratelimit import DEFAULT_LIMITS, ENDPOINTS
+from contactbase.spaces.models import ApiKey, ServiceSecret, Space
+
+PERMISSIONS = ("contacts:read", "contacts:write")
+KEY_PREFIX = "cb_"
+KEY_RANDOM_BYTES = 32
+# "cb_" + 43 characters of URL-safe base64; anything far from that shape is refused unread.
+KEY_LENGTHS = range(len(KEY_PREFIX) + 40, len(KEY_PREFIX) + 200)
+SHOWN_PREFIX_LENGTH = 11
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is asking: the key's Space and what the key may do."""
+
+    space_id: int
+    key_id: int
+    timezone: str
+    permissions: frozenset[str]
+    rate_limits: dict[str, int] = field(default_factory=dict)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, as the naive datetime the database stores."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def hash_key(raw_key: str) -> str:
+    return hashlib.sha256(raw_key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def new_key() -> str:
+    return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise invalid(
+            "timezone", f"The timezone field must be an IANA time zone ({name!r})."
+        ) from None
+    return name
+
+
+async def create_space(session: AsyncSession, name: str, timezone: str = "UTC") -> Space:
+    if not name.strip():
+        raise invalid("name", "The name field must not be empty.")
+    space = Space(
+        name=name.strip(),
+        status="active",
+        timezone=check_timezone(timezone),
+        rate_limits={},
+        created_at=utcnow(),
+    )
+    session.add(space)
+    await session.flush()
+    return space
+
+
+async def list_spaces(session: AsyncSession) -> Sequence[Space]:
+    return (await session.scalars(select(Space).order_by(Space.id))).all()
+
+
+async def get_space(session: AsyncSession, space_id: int) -> Space:
+    space = await session.get(Space, space_id)
+    if space is None:
+        raise NotFound(f"No Space with id {space_id}.")
+    return space
+
+
+async def set_status(session: AsyncSession, space_id: int, status: str) -> Space:
+    space = await get_space(session, space_id)
+    space.status = status
+    await session.flush()
+    return space
+
+
+async def set_limit(session: AsyncSession, space_id: int, endpoint: str, per_minute: int) -> Space:
+    if endpoint not in ENDPOINTS:
+        raise invalid("endpoint", f"The endpoint must be one of {', '.join(ENDPOINTS)}.")
+    if per_minute < 0:
+        raise invalid("per_minute", "The limit must be zero or more requests per minute.")
+    space = await get_space(session, space_id)
+    space.rate_limits = {**space.rate_limits, endpoint: per_minute}
+    await session.flush()
+    return space
+
+
+def effective_limits(space: Space) -> dict[str, int]:
+    return {**DEFAULT_LIMITS, **space.rate_limits}
+
+
+async def create_key(
+    session: AsyncSession,
+    space_id: int,
+    name: str | None = None,
+    permissions: Sequence[str] = PERMISSIONS,
+) -> tuple[ApiKey, str]:
+    """Create a key; the full key is returned here and never again."""
+    await get_space(session, space_id)
+    unknown = sorted(set(permissions) - set(PERMISSIONS))
+    if unknown or not permissions:
+        raise InvalidInput(
+            {"permission": [f"Permissions must be among {', '.join(PERMISSIONS)} ({unknown})."]}
+        )
+    raw_key = new_key()
+    key = ApiKey(
+        space_id=space_id,
+        name=name,
+        prefix=raw_key[:SHOWN_PREFIX_LENGTH],
+        key_hash=hash_key(raw_key),
+        permissions=[p for p in PERMISSIONS if p in permissions],
+        created_at=utcnow(),
+        revoked_at=None,
+    )
+    session.add(key)
+    await session.flush()
+    return key, raw_key
+
+
+async def list_keys(session: AsyncSession, space_id: int) -> Sequence[ApiKey]:
+    await get_space(session, space_id)
+    return (
+        await session.scalars(select(ApiKey).where(ApiKey.space_id == space_id).order_by(ApiKey.id))
+    ).all()
+
+
+async def revoke_key(session: AsyncSession, key_id: int) -> ApiKey:
+    key = await session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id {key_id}.")
+    if key.revoked_at is None:
+        key.revoked_at = utcnow()
+        await session.flush()
+    return key
+
+
+async def authenticate(session: AsyncSession, raw_key: str | None) -> Caller:
+    """The caller behind a bearer key; 401 for unknown or revoked keys, 403 for a lapsed Space."""
+    if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) not in KEY_LENGTHS:
+        raise Unauthenticated()
+    row = (
+        await session.execute(
+            select(
+                ApiKey.id,
+                ApiKey.permissions,
+                Space.id,
+                Space.status,
+                Space.timezone,
+                Space.rate_limits,
+            )
+            .join(Space, Space.id == ApiKey.space_id)
+            .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+        )
+    ).one_or_none()
+    if row is None:
+        raise Unauthenticated()
+    key_id, permissions, space_id, status, timezone, rate_limits = row
+    if status != "active":
+        raise Forbidden("This Space's subscription is inactive.")
+    return Caller(space_id, key_id, timezone, frozenset(permissions), dict(rate_limits))
+
+
+async def signing_secret(session: AsyncSession) -> bytes:
+    """The secret generated by `migrate`, shared through the database by every worker."""
+    value = await session.scalar(select(ServiceSecret.value).where(ServiceSecret.name == "signing"))
+    if value is None:
+        raise RuntimeError("the signing secret is missing: run `contactbase migrate`")
+    return value.encode()
+
+
+def space_view(space: Space) -> dict[str, Any]:
+    return {
+        "id": space.id,
+        "name": space.name,
+        "status": space.status,
+        "timezone": space.timezone,
+        "rate_limits": effective_limits(space),
+        "created_at": space.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def key_view(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "space_id": key.space_id,
+        "name": key.name,
+        "prefix": key.prefix,
+        "permissions": key.permissions,
+        "created_at": key.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "revoked_at": key.revoked_at.strftime("%Y-%m-%dT%H:%M:%SZ") if key.revoked_at else None,
+    }

@@ -1,0 +1,112 @@
+"""Turns pydantic's validation errors into Laravel-style messages keyed by field path."""
+
+import json
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from contactbase.contacts.values import ValueRejected, has_control_characters
+from contactbase.errors import InvalidInput
+
+Model = TypeVar("Model", bound=BaseModel)
+
+# Rule name -> message; {field} is the field's path, {value} the offending value as JSON.
+MESSAGES = {
+    "missing": "The {field} field is required.",
+    "extra_forbidden": "The {field} field is not allowed.",
+    "null": "The {field} field must not be null.",
+    "string_type": "The {field} field must be a string.",
+    "list_type": "The {field} field must be an array.",
+    "dict_type": "The {field} field must be an object.",
+    "model_type": "The {field} field must be an object.",
+    "int_type": "The {field} field must be an integer.",
+    "int_parsing": "The {field} field must be an integer ({value}).",
+    "int_from_float": "The {field} field must be an integer ({value}).",
+    "bool_type": "The {field} field must be true or false.",
+    "bool_parsing": "The {field} field must be 1, 0, true or false ({value}).",
+    "greater_than_equal": "The {field} field must be at least {ge} ({value}).",
+    "less_than_equal": "The {field} field must not be greater than {le} ({value}).",
+    "too_short": "The {field} field must have at least {min_length} item(s).",
+    "too_long": "The {field} field must not have more than {max_length} items.",
+    "literal_error": "The {field} field must be {expected} ({value}).",
+    "json_invalid": "The request body must be valid JSON ({error}).",
+    "blank": "The {field} field must not be empty.",
+    "too_many_characters": "The {field} field must not be greater than {max} characters.",
+    "invalid_email": "The {field} field must be a valid email address ({value}).",
+    "invalid_phone": "The {field} field must be a valid phone number: 4 to 20 digits, "
+    "optionally a leading +, spaces, dashes, dots or parentheses ({value}).",
+    "control_characters": "The {field} field must not contain control characters ({value}).",
+    "date_format": "The {field} field must match the format YYYY-MM-DD HH:MM:SS ({value}).",
+    "date_order": "The {field} field must be a date after or equal to start_date ({value}).",
+    "cursor": "The {field} field is not a valid cursor ({value}).",
+    "positive_integer": "The {field} field must be a positive integer ({value}).",
+}
+FALLBACK = "The {field} field is invalid."
+MAX_SHOWN = 60
+
+
+def show(value: Any) -> str:
+    """The offending value as JSON, shortened, and safe to encode as UTF-8."""
+    if isinstance(value, str) and len(value) > MAX_SHOWN:
+        value = value[:MAX_SHOWN] + "…"
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+    except (TypeError, ValueError):
+        text = json.dumps(str(value), ensure_ascii=False)
+    if has_control_characters(text):
+        text = json.dumps(value, ensure_ascii=True)
+    if len(text) > MAX_SHOWN + 10:
+        text = text[:MAX_SHOWN] + "…"
+    return text
+
+
+def message_for(kind: str, field: str, value: Any, **context: Any) -> str:
+    return MESSAGES.get(kind, FALLBACK).format(field=field, value=show(value), **context)
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    parts = [str(part) for part in loc]
+    if parts and parts[0] in ("body", "query", "path"):
+        parts = parts[1:]
+    return ".".join(parts) or "body"
+
+
+def _describe(error: ErrorDetails) -> tuple[str, str]:
+    field = _field_path(error["loc"])
+    kind = error["type"]
+    context: dict[str, Any] = dict(error.get("ctx") or {})
+    value = error.get("input")
+    rejected = context.get("error")
+    if isinstance(context.get("field"), str):  # a rule across fields names the one it blames
+        field, value = context["field"], context.get("value", value)
+    if kind == "value_error" and isinstance(rejected, ValueRejected):
+        kind, context = rejected.kind, dict(rejected.context)
+    elif value is None and kind.endswith("_type"):
+        kind = "null"
+    if field == "body" and kind in ("model_type", "dict_type"):
+        return field, "The request body must be a JSON object."
+    if isinstance(context.get("error"), BaseException):
+        del context["error"]
+    context = {key: val for key, val in context.items() if key not in ("field", "value")}
+    try:
+        return field, message_for(kind, field, value, **context)
+    except (KeyError, IndexError):
+        return field, FALLBACK.format(field=field)
+
+
+def invalid_input(errors: list[ErrorDetails]) -> InvalidInput:
+    """One InvalidInput holding every error, messages grouped by field path in order."""
+    grouped: dict[str, list[str]] = {}
+    for error in errors:
+        field, message = _describe(error)
+        grouped.setdefault(field, []).append(message)
+    return InvalidInput(grouped)
+
+
+def parse_body(model: type[Model], raw: bytes) -> Model:
+    """Validate a JSON request body against `model`, or raise InvalidInput."""
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors(include_url=False)) from None
