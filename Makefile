@@ -1,0 +1,47 @@
+# Two commands get a newcomer going: `make run` and `make test`. Everything lands in .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
+REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test test-sqlite test-postgres lint format clean
+
+$(INSTALLED): pyproject.toml constraints.txt
+	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e ".[dev]"
+	@touch $@
+
+install: $(INSTALLED)
+
+## Serve on 127.0.0.1:8000 with the embedded SQLite database; prints a demo key and a curl line.
+run: install
+	$(BIN)/contactbase migrate
+	$(BIN)/contactbase demo
+	$(BIN)/contactbase serve --host 127.0.0.1 --port 8000
+
+## Lint and type-check, then the whole suite on SQLite and on PostgreSQL + Redis.
+test: lint test-sqlite test-postgres
+
+test-sqlite: install
+	@echo "== tests on SQLite =="
+	$(BIN)/pytest
+
+test-postgres: install
+	@echo "== tests on PostgreSQL ($(PG_TEST_URL)) and Redis ($(REDIS_TEST_URL)) =="
+	CONTACTBASE_TEST_DATABASE_URL=$(PG_TEST_URL) CONTACTBASE_TEST_REDIS_URL=$(REDIS_TEST_URL) \
+		$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) contactbase.db contactbase.db-* .contactbase-demo-key

@@ -1,0 +1,37 @@
+"""Small typed factories for test data, made through the same services the CLI uses."""
+
+from collections.abc import Sequence
+
+from contactbase.db import Database
+from contactbase.spaces import service
+from contactbase.spaces.service import PERMISSIONS
+
+CONTACTS = "/public-api/v1/contacts"
+SEED = {
+    "emails": ["john@example.com", "johnny@example.com"],
+    "phones": ["+1234567890", "+0987654321"],
+    "names": ["John Doe", "Johnny"],
+    "locations": ["New York, NY", "Los Angeles, CA"],
+}
+
+
+async def make_space(db: Database, name: str = "Acme", timezone: str = "UTC") -> int:
+    async with db.writer() as session, session.begin():
+        space = await service.create_space(session, name, timezone)
+        return space.id
+
+
+async def make_key(db: Database, space_id: int, permissions: Sequence[str] = PERMISSIONS) -> str:
+    async with db.writer() as session, session.begin():
+        _key, raw_key = await service.create_key(session, space_id, "test", permissions)
+        return raw_key
+
+
+async def make_tenant(db: Database, name: str = "Acme", timezone: str = "UTC") -> dict[str, str]:
+    """A new Space with a read-write key: the Authorization header to use it."""
+    space_id = await make_space(db, name, timezone)
+    return bearer(await make_key(db, space_id))
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
