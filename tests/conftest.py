@@ -4,7 +4,7 @@ migrations; each test starts from empty tables, so its assertions can be exact."
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
