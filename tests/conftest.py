@@ -100,6 +100,7 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 async def app(settings: Settings, db: Database) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
+    await application.state.limiter.close()
     await application.state.db.dispose()
 
 

@@ -1,8 +1,9 @@
 """Small typed factories for test data, made through the same services the CLI uses."""
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from contactbase.db import Database
+from contactbase.ratelimit import ENDPOINTS
 from contactbase.spaces import service
 from contactbase.spaces.service import PERMISSIONS
 
@@ -15,9 +16,21 @@ SEED = {
 }
 
 
-async def make_space(db: Database, name: str = "Acme", timezone: str = "UTC") -> int:
+# Limits high enough that tests of other behaviour never meet them; rate-limit tests pass
+# `limits={}` to get the defaults.
+RAISED_LIMITS = dict.fromkeys(ENDPOINTS, 100_000)
+
+
+async def make_space(
+    db: Database,
+    name: str = "Acme",
+    timezone: str = "UTC",
+    limits: Mapping[str, int] = RAISED_LIMITS,
+) -> int:
     async with db.writer() as session, session.begin():
         space = await service.create_space(session, name, timezone)
+        for endpoint, per_minute in limits.items():
+            await service.set_limit(session, space.id, endpoint, per_minute)
         return space.id
 
 
@@ -27,9 +40,14 @@ async def make_key(db: Database, space_id: int, permissions: Sequence[str] = PER
         return raw_key
 
 
-async def make_tenant(db: Database, name: str = "Acme", timezone: str = "UTC") -> dict[str, str]:
+async def make_tenant(
+    db: Database,
+    name: str = "Acme",
+    timezone: str = "UTC",
+    limits: Mapping[str, int] = RAISED_LIMITS,
+) -> dict[str, str]:
     """A new Space with a read-write key: the Authorization header to use it."""
-    space_id = await make_space(db, name, timezone)
+    space_id = await make_space(db, name, timezone, limits)
     return bearer(await make_key(db, space_id))
 
 

@@ -15,6 +15,7 @@ from contactbase.errors import DomainError
 from contactbase.middleware import Metrics, RequestContext
 from contactbase.operations import router as operations_router
 from contactbase.operations import schema_head
+from contactbase.ratelimit import build_limiter
 from contactbase.settings import Settings
 from contactbase.validation import invalid_input
 
@@ -57,9 +58,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
 
+    limiter = build_limiter(settings.redis_url, settings.rate_limit_window_seconds)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
+        await limiter.close()
         await db.dispose()
 
     app = FastAPI(
@@ -74,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.metrics = Metrics()
+    app.state.limiter = limiter
     app.state.schema_head = schema_head()
     app.state.signing_key = settings.secret_key.encode() if settings.secret_key else None
     app.include_router(contacts_router)

@@ -66,14 +66,13 @@ class InvalidInput(DomainError):
 
 
 class TooManyRequests(DomainError):
+    """Over the limit; the rate-limit headers, Retry-After among them, come from the decision."""
+
     status_code = 429
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after)}
 
 
 class ServiceUnavailable(DomainError):

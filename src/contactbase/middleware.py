@@ -37,6 +37,11 @@ class Metrics:
             registry=self.registry,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
+        self.unlimited = Counter(
+            "contactbase_ratelimit_unlimited",
+            "Requests served without a rate-limit check: the limit store was unreachable.",
+            registry=self.registry,
+        )
         self.database_unavailable = Counter(
             "contactbase_database_unavailable",
             "Requests answered 503: database unavailable.",
@@ -80,7 +85,12 @@ class RequestContext:
             nonlocal status, started
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
-                MutableHeaders(scope=message)["X-Request-Id"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                decision = scope["state"].get("ratelimit")
+                if decision is not None:
+                    for name, value in decision.headers():
+                        headers.raw.append((name, value))
             await send(message)
 
         try:

@@ -15,6 +15,9 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(default=None, description="Shared rate-limit counters.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    rate_limit_window_seconds: int = Field(
+        default=60, ge=1, description="The limits' window; the API promises 60 (tests shorten it)."
+    )
     db_pool_size: int = Field(default=10, ge=1)
     secret_key: str | None = Field(
         default=None,

@@ -6,7 +6,8 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contactbase.db import SessionDep
-from contactbase.errors import Forbidden
+from contactbase.errors import Forbidden, TooManyRequests
+from contactbase.ratelimit import DEFAULT_LIMITS
 from contactbase.spaces.service import Caller, authenticate, signing_secret
 
 bearer = HTTPBearer(
@@ -24,10 +25,24 @@ class Authorise:
         self.permission = permission
         self.endpoint = endpoint
 
-    async def __call__(self, session: SessionDep, credentials: Credentials) -> Caller:
+    async def __call__(
+        self, request: Request, session: SessionDep, credentials: Credentials
+    ) -> Caller:
         caller = await authenticate(session, credentials.credentials if credentials else None)
         if self.permission not in caller.permissions:
             raise Forbidden(f"This API key lacks the {self.permission} permission.")
+        limit = caller.rate_limits.get(self.endpoint, DEFAULT_LIMITS[self.endpoint])
+        decision = await request.app.state.limiter.hit(caller.space_id, self.endpoint, limit)
+        if decision is None:
+            request.app.state.metrics.unlimited.inc()
+            return caller
+        request.state.ratelimit = decision  # the middleware puts its headers on the response
+        if not decision.allowed:
+            raise TooManyRequests(
+                f"Too many {self.endpoint} requests: this Space may make {limit} per minute. "
+                f"Retry after {decision.retry_after} seconds.",
+                decision.retry_after,
+            )
         return caller
 
 
