@@ -26,7 +26,12 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Strict decoding: only the one spelling _b64 produces is accepted (no stray characters,
+    padding or unused bits), so no two tokens mean the same cursor."""
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise ValueError(text)
+    return data
 
 
 def _tag(payload: bytes, key: bytes, space_id: int) -> bytes:

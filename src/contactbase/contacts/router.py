@@ -23,7 +23,7 @@ from contactbase.contacts.schemas import (
     ListQuery,
 )
 from contactbase.db import SessionDep
-from contactbase.errors import invalid
+from contactbase.errors import NotFound, invalid
 from contactbase.openapi import error_responses, json_body
 from contactbase.spaces.deps import CanCreate, CanGet, CanList, SigningKey
 from contactbase.validation import message_for, parse_body
@@ -90,8 +90,9 @@ async def get_contact(
     if not contact_id.isascii() or not contact_id.isdigit() or not digits:
         raise invalid("id", message_for("positive_integer", "id", contact_id))
     # Too many digits to be an id at all: unknown, like any other id (and never parsed whole).
-    number = int(digits) if len(digits) <= len(str(MAX_ID)) else MAX_ID + 1
-    contact = await service.get_contact(session, caller.space_id, number)
+    if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        raise NotFound(f"No contact with id {digits}.")
+    contact = await service.get_contact(session, caller.space_id, int(digits))
     if query.include_comet_tokens:
         contact.comet_tokens = []
     if query.include_events:

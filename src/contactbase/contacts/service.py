@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail, ContactPhone
-from contactbase.contacts.pagination import MAX_ID, Cursor
+from contactbase.contacts.pagination import Cursor
 from contactbase.contacts.schemas import ContactCreate, ContactDetail
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
 from contactbase.db import is_retryable, is_unique_violation
@@ -238,11 +238,9 @@ async def _retire(
 
 async def get_contact(session: AsyncSession, space_id: int, contact_id: int) -> ContactDetail:
     """The contact with this id in the Space; an alias id gives the contact it was merged into."""
-    row = None
-    if contact_id <= MAX_ID:
-        row = await _contact_row(session, space_id, contact_id)
-        if row is not None and row.merged_into_id is not None:
-            row = await _contact_row(session, space_id, row.merged_into_id)
+    row = await _contact_row(session, space_id, contact_id)
+    if row is not None and row.merged_into_id is not None:
+        row = await _contact_row(session, space_id, row.merged_into_id)
     if row is None:
         raise NotFound(f"No contact with id {contact_id}.")
     stored = await _stored_values(session, space_id, [row.id])
