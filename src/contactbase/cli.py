@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.db import Database
+from contactbase.db import Database, async_url
 from contactbase.errors import DomainError
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.settings import Settings
@@ -51,11 +51,17 @@ def run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
 
 
 def show(value: Any, as_json: bool, title: str = "") -> None:
-    """Print a record or a list of records: JSON, or a table for people."""
+    """Print a record or a list of records: JSON; for people, a record as `field: value` lines
+    (never cut to the terminal's width) and a list as a table."""
     if as_json:
         typer.echo(json.dumps(value))
         return
-    rows = value if isinstance(value, list) else [value]
+    if isinstance(value, dict):
+        width = max(map(len, value))
+        for field, cell in value.items():
+            typer.echo(f"{field:<{width}}  {_cell(cell)}")
+        return
+    rows = value
     if not rows:
         console.print(f"No {title.lower() or 'rows'}.")
         return
@@ -176,11 +182,9 @@ def key_create(
         raise fail(error, as_json) from None
     view = {**key_view(key), "key": raw_key}
     del view["revoked_at"]
-    if as_json:
-        show(view, as_json)
-        return
-    show(view, as_json, "API key")
-    console.print("Store the key now: only its hash is kept, it cannot be shown again.")
+    show(view, as_json)
+    if not as_json:
+        console.print("Store the key now: only its hash is kept, it cannot be shown again.")
 
 
 @key_app.command("list")
@@ -208,22 +212,35 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    as_json: JsonFlag = False,
 ) -> None:
-    """Serve the HTTP API."""
+    """Serve the HTTP API. With --json, one JSON line describes the server and the access log
+    is left out, so that standard output holds that line alone; logs go to standard error."""
     import uvicorn
 
     settings = Settings()
     if workers > 1 and not settings.redis_url:
-        errors.print(
-            "[red]error:[/red] --workers > 1 needs CONTACTBASE_REDIS_URL: without Redis each "
-            "worker would count rate limits on its own, multiplying every limit by the workers."
+        refusal = DomainError(
+            "--workers > 1 needs CONTACTBASE_REDIS_URL: without Redis each worker would count "
+            "rate limits on its own, multiplying every limit by the number of workers."
         )
+        fail(refusal, as_json)
         raise typer.Exit(2)
-    url = Database(settings.database_url).url.render_as_string(hide_password=True)
-    console.print(
-        f"contactbase on http://{host}:{port} ({workers} worker(s), database {url}); "
-        f"API docs at http://{host}:{port}/docs"
-    )
+    database = async_url(settings.database_url).render_as_string(hide_password=True)
+    about = {
+        "url": f"http://{host}:{port}",
+        "docs": f"http://{host}:{port}/docs",
+        "workers": workers,
+        "database": database,
+        "redis": settings.redis_url is not None,
+    }
+    if as_json:
+        show(about, as_json)
+    else:
+        console.print(
+            f"contactbase on {about['url']} ({workers} worker(s), database {database}); "
+            f"API docs at {about['docs']}"
+        )
     uvicorn.run(
         "contactbase.app:create_app",
         factory=True,
@@ -231,6 +248,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
+        access_log=not as_json,
     )
 
 
