@@ -1,0 +1,337 @@
+"""The `contactbase` command, run in process against the test database."""
+
+import asyncio
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from typer.testing import CliRunner, Result
+
+from contactbase.cli import app
+from contactbase.db import Database
+from contactbase.operations import schema_head
+from contactbase.ratelimit import DEFAULT_LIMITS
+from tests.factories import CONTACTS, SEED, bearer
+
+SPACE_KEYS = {"id", "name", "status", "timezone", "rate_limits", "created_at"}
+KEY_KEYS = {"id", "space_id", "name", "prefix", "permissions", "created_at", "key"}
+TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
+KEY = re.compile(r"cb_[A-Za-z0-9_-]{43,}")
+
+runner = CliRunner()
+
+
+class Cli:
+    def __init__(self, database_url: str) -> None:
+        self.env: dict[str, str | None] = {
+            "CONTACTBASE_DATABASE_URL": database_url,
+            "CONTACTBASE_REDIS_URL": None,
+        }
+
+    def __call__(self, *args: str) -> Result:
+        return runner.invoke(app, list(args), env=self.env)
+
+    def json(self, *args: str) -> Any:
+        """Run with --json; it must succeed and print exactly one JSON value."""
+        result = self(*args, "--json")
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)
+
+    async def in_thread(self, *args: str) -> Any:
+        """For async tests: the command runs its own event loop, so not on the test's."""
+        return await asyncio.to_thread(self.json, *args)
+
+
+@pytest.fixture
+def cli(database_url: str, db: Database) -> Cli:
+    """The command, on the test database (emptied by `db`), without Redis."""
+    return Cli(database_url)
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def test_space_create_prints_one_json_value(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme", "--timezone", "Europe/Paris")
+    assert set(space) == SPACE_KEYS
+    assert space == {
+        "id": 1,
+        "name": "Acme",
+        "status": "active",
+        "timezone": "Europe/Paris",
+        "rate_limits": DEFAULT_LIMITS,
+        "created_at": space["created_at"],
+    }
+    assert TIMESTAMP.fullmatch(space["created_at"])
+
+
+def test_space_create_defaults_to_utc(cli: Cli) -> None:
+    assert cli.json("space", "create", "Acme")["timezone"] == "UTC"
+
+
+def test_space_create_without_json_prints_a_table(cli: Cli) -> None:
+    result = cli("space", "create", "Table Space")
+    assert result.exit_code == 0
+    assert "Table Space" in result.stdout
+    assert "active" in result.stdout
+
+
+def test_space_create_refuses_a_bad_timezone(cli: Cli) -> None:
+    result = cli("space", "create", "Acme", "--timezone", "Mars/Olympus")
+    assert result.exit_code == 1
+    assert "Mars/Olympus" in one_line(result.stderr)
+    as_json = cli("space", "create", "Acme", "--timezone", "Mars/Olympus", "--json")
+    assert as_json.exit_code == 1
+    assert "Mars/Olympus" in json.loads(as_json.stdout)["message"]
+    assert cli.json("space", "list") == []
+
+
+def test_space_list_show_activate_deactivate(cli: Cli) -> None:
+    first = cli.json("space", "create", "First")
+    second = cli.json("space", "create", "Second", "--timezone", "America/New_York")
+    assert cli.json("space", "list") == [first, second]
+    assert cli.json("space", "show", str(second["id"])) == second
+    deactivated = cli.json("space", "deactivate", str(first["id"]))
+    assert deactivated == {**first, "status": "inactive"}
+    assert cli.json("space", "show", str(first["id"]))["status"] == "inactive"
+    assert cli.json("space", "activate", str(first["id"])) == first
+    assert cli.json("space", "list") == [first, second]
+
+
+def test_space_list_without_json(cli: Cli) -> None:
+    empty = cli("space", "list")
+    assert empty.exit_code == 0
+    assert "No spaces." in empty.stdout
+    cli.json("space", "create", "Listed")
+    listed = cli("space", "list")
+    assert listed.exit_code == 0
+    assert "Listed" in listed.stdout
+
+
+@pytest.mark.parametrize("command", ["show", "activate", "deactivate"])
+def test_unknown_space_fails(cli: Cli, command: str) -> None:
+    result = cli("space", command, "999")
+    assert result.exit_code == 1
+    assert "No Space with id 999." in one_line(result.stderr)
+    as_json = cli("space", command, "999", "--json")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout) == {"message": "No Space with id 999."}
+
+
+def test_space_set_limit(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    changed = cli.json("space", "set-limit", str(space["id"]), "create", "120")
+    assert changed["rate_limits"] == {**DEFAULT_LIMITS, "create": 120}
+    assert cli.json("space", "show", str(space["id"]))["rate_limits"] == {
+        **DEFAULT_LIMITS,
+        "create": 120,
+    }
+    lowered = cli.json("space", "set-limit", str(space["id"]), "list", "0")
+    assert lowered["rate_limits"] == {**DEFAULT_LIMITS, "create": 120, "list": 0}
+
+
+def test_space_set_limit_refuses_an_unknown_endpoint(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    result = cli("space", "set-limit", str(space["id"]), "delete", "10")
+    assert result.exit_code == 1
+    assert "create, get, list, update, export" in one_line(result.stderr)
+    assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
+
+
+def test_space_set_limit_refuses_a_negative_limit(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    result = cli("space", "set-limit", str(space["id"]), "create", "--", "-1")
+    assert result.exit_code == 1
+    assert "zero or more" in one_line(result.stderr)
+    assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
+
+
+async def test_key_create_makes_a_working_key(cli: Cli, client: httpx.AsyncClient) -> None:
+    space = await cli.in_thread("space", "create", "Acme")
+    key = await cli.in_thread(
+        "key", "create", str(space["id"]), "--name", "reader", "--permission", "contacts:read"
+    )
+    assert set(key) == KEY_KEYS
+    assert key == {
+        "id": 1,
+        "space_id": space["id"],
+        "name": "reader",
+        "prefix": key["key"][:11],
+        "permissions": ["contacts:read"],
+        "created_at": key["created_at"],
+        "key": key["key"],
+    }
+    assert KEY.fullmatch(key["key"])
+    assert TIMESTAMP.fullmatch(key["created_at"])
+    listed = await client.get(CONTACTS, headers=bearer(key["key"]))
+    assert listed.status_code == 200
+    refused = await client.post(CONTACTS, json=SEED, headers=bearer(key["key"]))
+    assert refused.status_code == 403
+    assert "contacts:write" in refused.json()["message"]
+
+
+async def test_key_create_defaults_to_both_permissions(cli: Cli, client: httpx.AsyncClient) -> None:
+    space = await cli.in_thread("space", "create", "Acme")
+    key = await cli.in_thread("key", "create", str(space["id"]))
+    assert key["permissions"] == ["contacts:read", "contacts:write"]
+    assert key["name"] is None
+    created = await client.post(CONTACTS, json=SEED, headers=bearer(key["key"]))
+    assert created.status_code == 201
+
+
+def test_key_create_refuses_an_unknown_permission(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    result = cli("key", "create", str(space["id"]), "--permission", "contacts:delete")
+    assert result.exit_code == 1
+    assert "contacts:delete" in one_line(result.stderr)
+    assert cli.json("key", "list", str(space["id"])) == []
+
+
+def test_key_create_for_an_unknown_space_fails(cli: Cli) -> None:
+    result = cli("key", "create", "999")
+    assert result.exit_code == 1
+    assert "No Space with id 999." in one_line(result.stderr)
+    assert "cb_" not in result.output
+    as_json = cli("key", "create", "999", "--json")
+    assert as_json.exit_code == 1
+    assert json.loads(as_json.stdout) == {"message": "No Space with id 999."}
+
+
+def test_key_create_without_json_shows_the_key_once(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    result = cli("key", "create", str(space["id"]))
+    assert result.exit_code == 0
+    # The only time the key is ever shown: it must be printed whole, never cut to fit a table.
+    assert KEY.search(result.stdout), result.stdout
+    assert "cannot be shown again" in one_line(result.stdout)
+
+
+def test_key_list_never_shows_the_full_key(cli: Cli) -> None:
+    space = cli.json("space", "create", "Acme")
+    first = cli.json("key", "create", str(space["id"]), "--name", "one")
+    second = cli.json("key", "create", str(space["id"]), "--name", "two")
+    listed = cli.json("key", "list", str(space["id"]))
+    assert [item["id"] for item in listed] == [first["id"], second["id"]]
+    assert [item["prefix"] for item in listed] == [first["prefix"], second["prefix"]]
+    assert [item["revoked_at"] for item in listed] == [None, None]
+    for item in listed:
+        assert "key" not in item
+    table = cli("key", "list", str(space["id"]))
+    assert table.exit_code == 0
+    for output in (json.dumps(listed), table.output):
+        assert first["key"] not in output
+        assert second["key"] not in output
+        assert not KEY.search(output)
+
+
+def test_key_list_for_an_unknown_space_fails(cli: Cli) -> None:
+    result = cli("key", "list", "999")
+    assert result.exit_code == 1
+    assert "No Space with id 999." in one_line(result.stderr)
+
+
+async def test_key_revoke_applies_to_the_next_request(cli: Cli, client: httpx.AsyncClient) -> None:
+    space = await cli.in_thread("space", "create", "Acme")
+    key = await cli.in_thread("key", "create", str(space["id"]))
+    auth = bearer(key["key"])
+    assert (await client.get(CONTACTS, headers=auth)).status_code == 200
+    revoked = await cli.in_thread("key", "revoke", str(key["id"]))
+    assert revoked["id"] == key["id"]
+    assert TIMESTAMP.fullmatch(revoked["revoked_at"])
+    response = await client.get(CONTACTS, headers=auth)
+    assert response.status_code == 401
+    assert response.json() == {"message": "Unauthenticated."}
+
+
+async def test_space_deactivate_applies_to_the_next_request(
+    cli: Cli, client: httpx.AsyncClient
+) -> None:
+    space = await cli.in_thread("space", "create", "Acme")
+    auth = bearer((await cli.in_thread("key", "create", str(space["id"])))["key"])
+    assert (await client.get(CONTACTS, headers=auth)).status_code == 200
+    await cli.in_thread("space", "deactivate", str(space["id"]))
+    refused = await client.get(CONTACTS, headers=auth)
+    assert refused.status_code == 403
+    assert "subscription is inactive" in refused.json()["message"]
+    await cli.in_thread("space", "activate", str(space["id"]))
+    assert (await client.get(CONTACTS, headers=auth)).status_code == 200
+
+
+def test_key_revoke_of_an_unknown_key_fails(cli: Cli) -> None:
+    result = cli("key", "revoke", "999")
+    assert result.exit_code == 1
+    assert "No API key with id 999." in one_line(result.stderr)
+
+
+def test_serve_with_several_workers_needs_redis(cli: Cli) -> None:
+    result = cli("serve", "--workers", "2")
+    assert result.exit_code == 2
+    assert "Redis" in one_line(result.stderr)
+    assert "CONTACTBASE_REDIS_URL" in one_line(result.stderr)
+
+
+def test_serve_refusal_with_json_prints_one_json_value(cli: Cli) -> None:
+    """SPEC §4: every command accepts --json and then prints one JSON value and nothing else."""
+    result = cli("serve", "--workers", "2", "--json")
+    assert "No such option" not in result.stderr, result.stderr
+    assert result.exit_code == 2, result.output
+    assert "Redis" in json.loads(result.stdout)["message"]
+
+
+def test_migrate_at_head_with_json(cli: Cli) -> None:
+    assert cli.json("migrate") == {"status": "migrated", "schema": schema_head()}
+
+
+@pytest.mark.parametrize(
+    ("args", "commands"),
+    [
+        pytest.param([], ["migrate", "space", "key", "serve"], id="top"),
+        pytest.param(
+            ["space"], ["create", "list", "show", "activate", "deactivate", "set-limit"], id="space"
+        ),
+        pytest.param(["key"], ["create", "list", "revoke"], id="key"),
+    ],
+)
+def test_help_lists_the_commands(cli: Cli, args: list[str], commands: list[str]) -> None:
+    result = cli(*args, "--help")
+    assert result.exit_code == 0
+    for command in commands:
+        assert re.search(rf"\b{re.escape(command)}\b", result.stdout), command
+    if not args:
+        assert not re.search(r"\bdemo\b", result.stdout)
+
+
+def test_demo_creates_then_reuses_its_key(cli: Cli, work_dir: Path) -> None:
+    key_file = work_dir / "demo-key"
+    first = cli("demo", "--key-file", str(key_file))
+    assert first.exit_code == 0, first.output
+    match = re.search(r"Created the demo Space's API key: (\S+)", first.stdout)
+    assert match
+    key = match.group(1)
+    assert KEY.fullmatch(key)
+    assert key_file.read_text() == key + "\n"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert f'-H "Authorization: Bearer {key}"' in first.stdout
+    assert "curl -X POST" in first.stdout
+    second = cli("demo", "--key-file", str(key_file))
+    assert second.exit_code == 0, second.output
+    assert f"Using the demo Space's API key: {key}" in second.stdout
+    assert f"Bearer {key}" in second.stdout
+    assert [space["name"] for space in cli.json("space", "list")] == ["Demo"]
+    assert len(cli.json("key", "list", "1")) == 1
+
+
+def test_demo_replaces_a_revoked_key(cli: Cli, work_dir: Path) -> None:
+    key_file = work_dir / "demo-key"
+    assert cli("demo", "--key-file", str(key_file)).exit_code == 0
+    old = key_file.read_text().strip()
+    cli.json("key", "revoke", "1")
+    again = cli("demo", "--key-file", str(key_file))
+    assert again.exit_code == 0
+    new = key_file.read_text().strip()
+    assert new != old
+    assert f"Created the demo Space's API key: {new}" in again.stdout
