@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -35,9 +35,13 @@ test-postgres: install
 		$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
+
+## Create throughput with the Redis limiter vs in-process counting, side by side (PostgreSQL).
+bench-limiter: install
+	$(BIN)/python bench/limiter.py
 
 format: install
 	$(BIN)/ruff check --fix src tests
