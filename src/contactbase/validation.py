@@ -16,23 +16,25 @@ MESSAGES = {
     "missing": "The {field} field is required.",
     "extra_forbidden": "The {field} field is not allowed.",
     "null": "The {field} field must not be null.",
-    "string_type": "The {field} field must be a string.",
-    "list_type": "The {field} field must be an array.",
-    "dict_type": "The {field} field must be an object.",
-    "model_type": "The {field} field must be an object.",
-    "int_type": "The {field} field must be an integer.",
+    "string_type": "The {field} field must be a string ({value}).",
+    "list_type": "The {field} field must be an array ({value}).",
+    "dict_type": "The {field} field must be an object ({value}).",
+    "model_type": "The {field} field must be an object ({value}).",
+    "int_type": "The {field} field must be an integer ({value}).",
     "int_parsing": "The {field} field must be an integer ({value}).",
     "int_from_float": "The {field} field must be an integer ({value}).",
-    "bool_type": "The {field} field must be true or false.",
+    "bool_type": "The {field} field must be true or false ({value}).",
     "bool_parsing": "The {field} field must be 1, 0, true or false ({value}).",
     "greater_than_equal": "The {field} field must be at least {ge} ({value}).",
     "less_than_equal": "The {field} field must not be greater than {le} ({value}).",
-    "too_short": "The {field} field must have at least {min_length} item(s).",
-    "too_long": "The {field} field must not have more than {max_length} items.",
+    "too_short": "The {field} field must have at least {min_length} item(s) ({value}).",
+    "too_long": "The {field} field must not have more than {max_length} items "
+    "({actual_length} sent).",
     "literal_error": "The {field} field must be {expected} ({value}).",
     "json_invalid": "The request body must be valid JSON ({error}).",
-    "blank": "The {field} field must not be empty.",
-    "too_many_characters": "The {field} field must not be greater than {max} characters.",
+    "blank": "The {field} field must not be empty ({value}).",
+    "too_many_characters": "The {field} field must not be greater than {max} characters "
+    "({value}).",
     "invalid_email": "The {field} field must be a valid email address ({value}).",
     "invalid_phone": "The {field} field must be a valid phone number: 4 to 20 digits, "
     "optionally a leading +, spaces, dashes, dots or parentheses ({value}).",
@@ -48,17 +50,18 @@ MAX_SHOWN = 60
 
 def show(value: Any) -> str:
     """The offending value as JSON, shortened, and safe to encode as UTF-8."""
-    if isinstance(value, str) and len(value) > MAX_SHOWN:
+    if not isinstance(value, str):
+        try:
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError):
+            text = str(value)
+        if len(text) <= MAX_SHOWN:
+            return text
+        value = text  # a long array or object: shown as its shortened JSON text
+    if len(value) > MAX_SHOWN:
         value = value[:MAX_SHOWN] + "…"
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = json.dumps(str(value), ensure_ascii=False)
-    if has_control_characters(text):
-        text = json.dumps(value, ensure_ascii=True)
-    if len(text) > MAX_SHOWN + 10:
-        text = text[:MAX_SHOWN] + "…"
-    return text
+    # Control characters and lone surrogates are shown escaped.
+    return json.dumps(value, ensure_ascii=has_control_characters(value))
 
 
 def message_for(kind: str, field: str, value: Any, **context: Any) -> str:
@@ -84,7 +87,7 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
         kind, context = rejected.kind, dict(rejected.context)
     elif value is None and kind.endswith("_type"):
         kind = "null"
-    if field == "body" and kind in ("model_type", "dict_type"):
+    if field == "body" and kind in ("model_type", "dict_type", "null"):
         return field, "The request body must be a JSON object."
     if isinstance(context.get("error"), BaseException):
         del context["error"]

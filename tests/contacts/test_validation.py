@@ -75,10 +75,13 @@ def text_refusals(kind: str) -> list[tuple[dict[str, Any], str, str]]:
     field = f"{kind}.1"
     control = f"The {field} field must not contain control characters"
     cases = [
-        ("", f"The {field} field must not be empty."),
-        ("  \t\n ", f"The {field} field must not be empty."),
-        ("\u00a0\u3000", f"The {field} field must not be empty."),  # Unicode spaces only
-        ("x" * 256, f"The {field} field must not be greater than 255 characters."),
+        ("", f'The {field} field must not be empty ("").'),
+        ("  \t\n ", f'The {field} field must not be empty ("  \\t\\n ").'),
+        (
+            "\u00a0\u3000",
+            f'The {field} field must not be empty ("\u00a0\u3000").',
+        ),  # Unicode spaces
+        ("x" * 256, f'The {field} field must not be greater than 255 characters ("{"x" * 60}…").'),
         ("a\u0000b", f'{control} ("a\\u0000b").'),
         ("a\u0007b", f'{control} ("a\\u0007b").'),
         ("a\u007fb", f'{control} ("a\\u007fb").'),
@@ -90,10 +93,10 @@ def text_refusals(kind: str) -> list[tuple[dict[str, Any], str, str]]:
 
 def too_many(kind: str, value: str) -> tuple[dict[str, Any], str, str]:
     body = {"emails": [OK], kind: [value] * 101}
-    return body, kind, f"The {kind} field must not have more than 100 items."
+    return body, kind, f"The {kind} field must not have more than 100 items (101 sent)."
 
 
-TOO_LONG_PHONE = "The phones.0 field must not be greater than 32 characters."
+TOO_LONG_PHONE = 'The phones.0 field must not be greater than 32 characters ("1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7").'
 
 
 def phone(value: str) -> dict[str, Any]:
@@ -104,23 +107,27 @@ SINGLE_ERRORS: list[tuple[dict[str, Any], str, str]] = [
     # Shape: missing, empty, wrong types, nulls, unknown fields.
     ({}, "emails", "The emails field is required."),
     ({"names": ["John"]}, "emails", "The emails field is required."),
-    ({"emails": []}, "emails", "The emails field must have at least 1 item(s)."),
-    ({"emails": OK}, "emails", "The emails field must be an array."),
-    ({"emails": {"0": OK}}, "emails", "The emails field must be an array."),
-    ({"emails": [1]}, "emails.0", "The emails.0 field must be a string."),
-    ({"emails": [1.5]}, "emails.0", "The emails.0 field must be a string."),
-    ({"emails": [True]}, "emails.0", "The emails.0 field must be a string."),
-    ({"emails": [{"email": OK}]}, "emails.0", "The emails.0 field must be a string."),
-    ({"emails": [[OK]]}, "emails.0", "The emails.0 field must be a string."),
+    ({"emails": []}, "emails", "The emails field must have at least 1 item(s) ([])."),
+    ({"emails": OK}, "emails", f'The emails field must be an array ("{OK}").'),
+    ({"emails": {"0": OK}}, "emails", f'The emails field must be an array ({{"0": "{OK}"}}).'),
+    ({"emails": [1]}, "emails.0", "The emails.0 field must be a string (1)."),
+    ({"emails": [1.5]}, "emails.0", "The emails.0 field must be a string (1.5)."),
+    ({"emails": [True]}, "emails.0", "The emails.0 field must be a string (true)."),
+    (
+        {"emails": [{"email": OK}]},
+        "emails.0",
+        f'The emails.0 field must be a string ({{"email": "{OK}"}}).',
+    ),
+    ({"emails": [[OK]]}, "emails.0", f'The emails.0 field must be a string (["{OK}"]).'),
     ({"emails": [OK, None]}, "emails.1", "The emails.1 field must not be null."),
     ({"emails": None}, "emails", "The emails field must not be null."),
     ({"emails": [OK], "phones": None}, "phones", "The phones field must not be null."),
     ({"emails": [OK], "names": None}, "names", "The names field must not be null."),
     ({"emails": [OK], "locations": None}, "locations", "The locations field must not be null."),
     ({"emails": [OK], "phones": [None]}, "phones.0", "The phones.0 field must not be null."),
-    ({"emails": [OK], "phones": "1234"}, "phones", "The phones field must be an array."),
-    ({"emails": [OK], "phones": [1234]}, "phones.0", "The phones.0 field must be a string."),
-    ({"emails": [OK], "names": [42]}, "names.0", "The names.0 field must be a string."),
+    ({"emails": [OK], "phones": "1234"}, "phones", 'The phones field must be an array ("1234").'),
+    ({"emails": [OK], "phones": [1234]}, "phones.0", "The phones.0 field must be a string (1234)."),
+    ({"emails": [OK], "names": [42]}, "names.0", "The names.0 field must be a string (42)."),
     ({"emails": [OK], "phone": ["1234"]}, "phone", "The phone field is not allowed."),
     ({"emails": [OK], "Emails": [OK]}, "Emails", "The Emails field is not allowed."),
     # Emails: syntax as email-validator judges it, at most 254 characters after trimming.
@@ -136,11 +143,11 @@ SINGLE_ERRORS: list[tuple[dict[str, Any], str, str]] = [
         ]
     ),
     ({"emails": ["x" * 80]}, "emails.0", bad_email("emails.0", f'"{"x" * 60}…"')),  # shortened
-    ({"emails": [" \t "]}, "emails.0", "The emails.0 field must not be empty."),
+    ({"emails": [" \t "]}, "emails.0", 'The emails.0 field must not be empty (" \\t ").'),
     (
         {"emails": ["a" + EMAIL_254]},
         "emails.0",
-        "The emails.0 field must not be greater than 254 characters.",
+        f'The emails.0 field must not be greater than 254 characters ("a{EMAIL_254[:59]}…").',
     ),
     # Phones: 4-20 digits, optional leading +, separators, at most 32 characters.
     *(
@@ -150,8 +157,8 @@ SINGLE_ERRORS: list[tuple[dict[str, Any], str, str]] = [
             *("1234/5678", "1234\t5678", "\u0661\u0662\u0663\u0664"),  # Arabic-Indic digits
         ]
     ),
-    (phone(""), "phones.0", "The phones.0 field must not be empty."),
-    (phone("   "), "phones.0", "The phones.0 field must not be empty."),
+    (phone(""), "phones.0", 'The phones.0 field must not be empty ("").'),
+    (phone("   "), "phones.0", 'The phones.0 field must not be empty ("   ").'),
     (phone("1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7"), "phones.0", TOO_LONG_PHONE),
     *text_refusals("names"),
     *text_refusals("locations"),
@@ -305,7 +312,7 @@ async def test_summary_counts_one_more_error(client: Client, auth: Auth) -> None
     assert response.status_code == 422
     assert response.json() == {
         "message": f"{first} (and 1 more error)",
-        "errors": {"emails.0": [first], "phones.0": ["The phones.0 field must not be empty."]},
+        "errors": {"emails.0": [first], "phones.0": ['The phones.0 field must not be empty ("").']},
     }
 
 
@@ -318,7 +325,7 @@ async def test_summary_counts_more_errors(client: Client, auth: Auth) -> None:
         "message": f"{first} (and 3 more errors)",
         "errors": {
             "emails.1": [first],
-            "names.0": ["The names.0 field must not be empty."],
+            "names.0": ['The names.0 field must not be empty (" ").'],
             "locations": ["The locations field must not be null."],
             "phone": ["The phone field is not allowed."],
         },
