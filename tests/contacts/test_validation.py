@@ -96,7 +96,8 @@ def too_many(kind: str, value: str) -> tuple[dict[str, Any], str, str]:
     return body, kind, f"The {kind} field must not have more than 100 items (101 sent)."
 
 
-TOO_LONG_PHONE = 'The phones.0 field must not be greater than 32 characters ("1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7").'
+LONG_PHONE = "1-2-3-4-5-6-7-8-9-0-1-2-3-4-5-6-7"
+TOO_LONG_PHONE = f'The phones.0 field must not be greater than 32 characters ("{LONG_PHONE}").'
 
 
 def phone(value: str) -> dict[str, Any]:
