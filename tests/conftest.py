@@ -25,6 +25,7 @@ TENANT_TABLES = (
     "contact_phones",
     "contact_names",
     "contact_locations",
+    "contact_exports",
     "contacts",
     "api_keys",
     "spaces",

@@ -23,6 +23,7 @@ TABLES = {
     "api_keys",
     "contacts",
     "contact_emails",
+    "contact_exports",
     "contact_phones",
     "contact_names",
     "contact_locations",

@@ -33,12 +33,15 @@ MESSAGES = {
     "literal_error": "The {field} field must be {expected} ({value}).",
     "json_invalid": "The request body must be valid JSON ({error}).",
     "blank": "The {field} field must not be empty ({value}).",
-    "too_many_characters": "The {field} field must not be greater than {max} characters "
-    "({value}).",
+    "too_many_characters": "The {field} field must not be greater than {max} characters ({value}).",
     "invalid_email": "The {field} field must be a valid email address ({value}).",
     "invalid_phone": "The {field} field must be a valid phone number: 4 to 20 digits, "
     "optionally a leading +, spaces, dashes, dots or parentheses ({value}).",
     "control_characters": "The {field} field must not contain control characters ({value}).",
+    "float_type": "The {field} field must be a number ({value}).",
+    "finite_number": "The {field} field must be a finite number ({value}).",
+    "custom_date": "The {field} field must be a date: YYYY-MM-DD or an ISO 8601 date-time "
+    "({value}).",
     "date_format": "The {field} field must match the format YYYY-MM-DD HH:MM:SS ({value}).",
     "date_order": "The {field} field must be a date after or equal to start_date ({value}).",
     "cursor": "The {field} field is not a valid cursor ({value}).",

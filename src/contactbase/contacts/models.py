@@ -3,11 +3,14 @@
 from datetime import datetime
 
 from sqlalchemy import (
+    CheckConstraint,
     DateTime,
+    Double,
     ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,
+    String,
     Text,
     UniqueConstraint,
 )
@@ -36,6 +39,37 @@ class Contact(Base):
     merged_into_id: Mapped[int | None] = mapped_column(Id, ForeignKey("contacts.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     updated_at: Mapped[datetime] = mapped_column(DateTime())
+    # Custom fields (see custom_fields.py): 1-15 text, 16-25 numbers, 26-30 dates (UTC).
+    profile_field_1: Mapped[str | None] = mapped_column(Text)
+    profile_field_2: Mapped[str | None] = mapped_column(Text)
+    profile_field_3: Mapped[str | None] = mapped_column(Text)
+    profile_field_4: Mapped[str | None] = mapped_column(Text)
+    profile_field_5: Mapped[str | None] = mapped_column(Text)
+    profile_field_6: Mapped[str | None] = mapped_column(Text)
+    profile_field_7: Mapped[str | None] = mapped_column(Text)
+    profile_field_8: Mapped[str | None] = mapped_column(Text)
+    profile_field_9: Mapped[str | None] = mapped_column(Text)
+    profile_field_10: Mapped[str | None] = mapped_column(Text)
+    profile_field_11: Mapped[str | None] = mapped_column(Text)
+    profile_field_12: Mapped[str | None] = mapped_column(Text)
+    profile_field_13: Mapped[str | None] = mapped_column(Text)
+    profile_field_14: Mapped[str | None] = mapped_column(Text)
+    profile_field_15: Mapped[str | None] = mapped_column(Text)
+    profile_field_16: Mapped[float | None] = mapped_column(Double)
+    profile_field_17: Mapped[float | None] = mapped_column(Double)
+    profile_field_18: Mapped[float | None] = mapped_column(Double)
+    profile_field_19: Mapped[float | None] = mapped_column(Double)
+    profile_field_20: Mapped[float | None] = mapped_column(Double)
+    profile_field_21: Mapped[float | None] = mapped_column(Double)
+    profile_field_22: Mapped[float | None] = mapped_column(Double)
+    profile_field_23: Mapped[float | None] = mapped_column(Double)
+    profile_field_24: Mapped[float | None] = mapped_column(Double)
+    profile_field_25: Mapped[float | None] = mapped_column(Double)
+    profile_field_26: Mapped[datetime | None] = mapped_column(DateTime())
+    profile_field_27: Mapped[datetime | None] = mapped_column(DateTime())
+    profile_field_28: Mapped[datetime | None] = mapped_column(DateTime())
+    profile_field_29: Mapped[datetime | None] = mapped_column(DateTime())
+    profile_field_30: Mapped[datetime | None] = mapped_column(DateTime())
 
 
 class ContactValue(Base):
@@ -92,6 +126,31 @@ class ContactLocation(ContactValue):
         _belongs_to_contact("contact_locations"),
         UniqueConstraint("space_id", "contact_id", "normalised"),
     )
+
+
+class Export(Base):
+    """An export of a Space's contacts created in a window; the job and its outcome in one row."""
+
+    __tablename__ = "contact_exports"
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'processing', 'completed', 'failed')", name="status"),
+        # The workers' claim query: the oldest queued (or abandoned) export first.
+        Index("ix_contact_exports_status_created_at", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    window_start: Mapped[datetime] = mapped_column(DateTime())  # UTC, inclusive
+    window_end: Mapped[datetime] = mapped_column(DateTime())  # UTC, exclusive
+    created_at: Mapped[datetime] = mapped_column(DateTime())
+    # While processing: the worker's claim expires then unless renewed (a dead worker's export
+    # is taken up again after it).
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime())
+    contacts: Mapped[int | None] = mapped_column(Integer)
+    failure: Mapped[str | None] = mapped_column(Text)
 
 
 VALUE_TABLES: dict[str, type[ContactValue]] = {

@@ -5,7 +5,7 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
-from contactbase.contacts import service
+from contactbase.contacts import reads, service
 from contactbase.contacts.pagination import (
     MAX_ID,
     Cursor,
@@ -92,7 +92,7 @@ async def get_contact(
     # Too many digits to be an id at all: unknown, like any other id (and never parsed whole).
     if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
         raise NotFound(f"No contact with id {digits}.")
-    contact = await service.get_contact(session, caller.space_id, int(digits))
+    contact = await reads.get_contact(session, caller.space_id, int(digits))
     if query.include_comet_tokens:
         contact.comet_tokens = []
     if query.include_events:
@@ -127,13 +127,13 @@ async def list_contacts(
             cursor = decode_cursor(query.cursor, key, caller.space_id)
         except InvalidCursor:
             raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
-    start, end = service.creation_window(query.start_date, query.end_date, caller.timezone)
-    filters = service.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
-    rows, has_more = await service.list_contacts(
+    start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
+    filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+    rows, has_more = await reads.list_contacts(
         session, caller.space_id, filters, cursor, query.per_page
     )
     emails = (
-        await service.all_emails(session, caller.space_id, [row.id for row in rows])
+        await reads.all_emails(session, caller.space_id, [row.id for row in rows])
         if query.include_all_emails
         else {}
     )

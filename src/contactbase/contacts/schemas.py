@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
+from contactbase.contacts.custom_fields import CustomFields
 from contactbase.contacts.values import ValueRejected, clean_email, clean_phone, clean_text
 
 MAX_ITEMS = 100
@@ -59,6 +60,51 @@ class ContactCreate(BaseModel):
         max_length=MAX_ITEMS,
         description="Non-empty after trimming, at most 255 characters.",
     )
+    custom_fields: CustomFields = Field(
+        default_factory=CustomFields,
+        description="Slots to set; on a merge they overwrite the contact's.",
+    )
+
+
+class ContactUpdate(BaseModel):
+    """A sparse replace: each field sent replaces that whole collection; absent ones stay."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"names": ["John Doe"], "phones": []}]},
+    )
+
+    emails: list[Email] = Field(
+        default_factory=list,
+        min_length=1,
+        max_length=MAX_ITEMS,
+        description="Replaces every email (at least one); none may belong to another contact.",
+    )
+    phones: list[Phone] = Field(default_factory=list, max_length=MAX_ITEMS)
+    names: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+    locations: list[Text] = Field(default_factory=list, max_length=MAX_ITEMS)
+    custom_fields: CustomFields = Field(
+        default_factory=CustomFields,
+        description="Replaces all 30 slots: slots not sent become null; {} clears them all.",
+    )
+
+    @model_validator(mode="after")
+    def _something_sent(self) -> "ContactUpdate":
+        if not self.model_fields_set:
+            raise PydanticCustomError("nothing_to_update", "no field", {"field": "body"})
+        return self
+
+
+class ContactUpdated(BaseModel):
+    """The contact's id and the fields that were sent, as stored."""
+
+    id: int
+    emails: list[str] | None = None
+    phones: list[str] | None = None
+    names: list[str] | None = None
+    locations: list[str] | None = None
+    custom_fields: dict[str, Any] | None = None
 
 
 class ContactDetail(BaseModel):
@@ -71,6 +117,9 @@ class ContactDetail(BaseModel):
     locations: list[str]
     created_at: Timestamp
     updated_at: Timestamp
+    custom_fields: dict[str, Any] | None = Field(
+        default=None, description="The set custom-field slots; absent when none is set."
+    )
     comet_tokens: list[Any] | None = Field(
         default=None, description="Only with include_comet_tokens=1; always empty here."
     )
@@ -182,3 +231,50 @@ class CreateQuery(BaseModel):
         description="merge (default): known emails merge the request into their contact (200). "
         "error: known emails refuse the request with 409 and change nothing.",
     )
+
+
+class ExportRequest(BaseModel):
+    """The creation window of the contacts to export, in the Space's timezone, inclusive."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        json_schema_extra={
+            "examples": [{"start_date": "2026-11-01 00:00:00", "end_date": "2026-11-30 23:59:59"}]
+        },
+    )
+
+    start_date: Annotated[str, AfterValidator(_check_local_time)] = Field(
+        description="YYYY-MM-DD HH:MM:SS in the Space's timezone, inclusive."
+    )
+    end_date: Annotated[str, AfterValidator(_check_local_time)] = Field(
+        description="YYYY-MM-DD HH:MM:SS in the Space's timezone, inclusive."
+    )
+
+    @model_validator(mode="after")
+    def _end_not_before_start(self) -> "ExportRequest":
+        if self.end_date < self.start_date:
+            raise PydanticCustomError(
+                "date_order",
+                "end_date is before start_date",
+                {"field": "end_date", "value": self.end_date},
+            )
+        return self
+
+
+class ExportStatus(BaseModel):
+    """Where an export stands; a completed one has a signed download link."""
+
+    export_id: str
+    status: Literal["queued", "processing", "completed", "failed"]
+    created_at: Timestamp | None = None
+    message: str | None = Field(
+        default=None, description="While queued or processing, or why it failed."
+    )
+    download_url: str | None = Field(
+        default=None,
+        description="Gzipped NDJSON, one contact per line; needs no key; expires 15 minutes "
+        "after completion (then 403).",
+    )
+    completed_at: Timestamp | None = None
+    expires_at: Timestamp | None = None

@@ -1,23 +1,31 @@
-"""Contacts: creating with identity resolution (merging), reading and listing, per Space."""
+"""Writing contacts: create with identity resolution (merging), and sparse update."""
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail, ContactPhone
-from contactbase.contacts.pagination import Cursor
-from contactbase.contacts.schemas import ContactCreate, ContactDetail
+from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
+from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail
+from contactbase.contacts.reads import (
+    CONTACT_ROW,
+    contact_detail,
+    contact_row,
+    resolve,
+    slots_of,
+    stored_values,
+)
+from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
 from contactbase.db import is_retryable, is_unique_violation
-from contactbase.errors import Conflict, NotFound, ServiceUnavailable
+from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.spaces.service import utcnow
+from contactbase.validation import show
 
+T = TypeVar("T")
 KINDS = ("emails", "phones", "names", "locations")
 NORMALISE: dict[str, Callable[[str], str]] = {
     "emails": normalise_email,
@@ -26,7 +34,7 @@ NORMALISE: dict[str, Callable[[str], str]] = {
     "locations": normalise_text,
 }
 PRIMARY_COLUMN = {"emails": "email", "phones": "phone", "names": "name", "locations": "location"}
-# Attempts of one create before giving up: each lost race (a concurrent create of the same email,
+# Attempts of one write before giving up: each lost race (a concurrent create of the same email,
 # a concurrent merge of the same contacts, a deadlock) costs one.
 MAX_ATTEMPTS = 10
 
@@ -35,7 +43,7 @@ Value = tuple[str, str]
 
 
 class _Raced(Exception):
-    """A concurrent transaction changed the contacts being merged; start the attempt again."""
+    """A concurrent transaction changed the contacts being written; start the attempt again."""
 
 
 def dedupe(values: Sequence[str], normalise: Callable[[str], str]) -> list[Value]:
@@ -50,6 +58,21 @@ def dedupe(values: Sequence[str], normalise: Callable[[str], str]) -> list[Value
     return kept
 
 
+async def _attempt(session: AsyncSession, write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write` in a savepoint, again from the start whenever it loses a race."""
+    for _attempt_number in range(MAX_ATTEMPTS):
+        try:
+            async with session.begin_nested():
+                return await write()
+        except _Raced:
+            continue
+        except DBAPIError as exc:
+            if is_unique_violation(exc) or is_retryable(exc):
+                continue
+            raise
+    raise ServiceUnavailable("This contact is being changed by many requests at once; retry.")
+
+
 async def create_contact(
     session: AsyncSession, space_id: int, payload: ContactCreate, *, merge: bool = True
 ) -> tuple[ContactDetail, bool]:
@@ -59,45 +82,37 @@ async def create_contact(
     decides races: a create that loses one is retried, and then merges.
     """
     incoming = {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS}
-    for _attempt in range(MAX_ATTEMPTS):
-        try:
-            async with session.begin_nested():
-                return await _create_or_merge(session, space_id, incoming, merge)
-        except _Raced:
-            continue
-        except DBAPIError as exc:
-            if is_unique_violation(exc) or is_retryable(exc):
-                continue
-            raise
-    raise ServiceUnavailable("These contacts are being changed by many requests at once; retry.")
+    slots = sent_slots(payload.custom_fields)
+
+    async def write() -> tuple[ContactDetail, bool]:
+        owners = await _email_owners(session, space_id, incoming["emails"])
+        if not owners:
+            return await _insert_contact(session, space_id, incoming, slots), True
+        if not merge:
+            existing = min(owners.values())
+            raise Conflict(
+                f"A contact with one of these emails already exists (id {existing}).", existing
+            )
+        return await _merge(session, space_id, sorted(set(owners.values())), incoming, slots), False
+
+    return await _attempt(session, write)
 
 
-async def _create_or_merge(
-    session: AsyncSession, space_id: int, incoming: dict[str, list[Value]], merge: bool
-) -> tuple[ContactDetail, bool]:
-    owners = await _email_owners(session, space_id, incoming["emails"])
-    if not owners:
-        return await _insert_contact(session, space_id, incoming), True
-    if not merge:
-        existing = min(owners)
-        raise Conflict(
-            f"A contact with one of these emails already exists (id {existing}).", existing
-        )
-    return await _merge(session, space_id, sorted(owners), incoming), False
-
-
-async def _email_owners(session: AsyncSession, space_id: int, emails: list[Value]) -> set[int]:
-    rows = await session.scalars(
-        select(ContactEmail.contact_id).where(
+async def _email_owners(
+    session: AsyncSession, space_id: int, emails: list[Value]
+) -> dict[str, int]:
+    """Which contact owns each of these emails (by normal form), for those that are known."""
+    rows = await session.execute(
+        select(ContactEmail.normalised, ContactEmail.contact_id).where(
             ContactEmail.space_id == space_id,
             ContactEmail.normalised.in_([normalised for _, normalised in emails]),
         )
     )
-    return set(rows)
+    return {normalised: contact_id for normalised, contact_id in rows}
 
 
 def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
-    return {PRIMARY_COLUMN[kind]: (values[kind][0] if values[kind] else None) for kind in KINDS}
+    return {PRIMARY_COLUMN[kind]: (values[kind][0] if values[kind] else None) for kind in values}
 
 
 async def _insert_values(
@@ -124,65 +139,46 @@ async def _insert_values(
 
 
 async def _insert_contact(
-    session: AsyncSession, space_id: int, incoming: dict[str, list[Value]]
+    session: AsyncSession, space_id: int, incoming: dict[str, list[Value]], slots: dict[str, Any]
 ) -> ContactDetail:
     now = utcnow()
     values = {kind: [value for value, _ in incoming[kind]] for kind in KINDS}
     contact_id = await session.scalar(
         insert(Contact)
-        .values(space_id=space_id, created_at=now, updated_at=now, **_primaries(values))
+        .values(space_id=space_id, created_at=now, updated_at=now, **_primaries(values), **slots)
         .returning(Contact.id)
     )
     assert contact_id is not None
     for kind in KINDS:
         await _insert_values(session, space_id, contact_id, kind, list(enumerate(incoming[kind])))
-    return ContactDetail(id=contact_id, created_at=now, updated_at=now, **values)
-
-
-@dataclass(frozen=True)
-class _Stored:
-    contact_id: int
-    position: int
-    value: str
-    normalised: str
-
-
-async def _stored_values(
-    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
-) -> dict[str, list[_Stored]]:
-    """Each collection's rows for these contacts, by contact id, then position."""
-    stored: dict[str, list[_Stored]] = {}
-    for kind, table in VALUE_TABLES.items():
-        rows = await session.execute(
-            select(table.contact_id, table.position, table.value, table.normalised)
-            .where(table.space_id == space_id, table.contact_id.in_(contact_ids))
-            .order_by(table.contact_id, table.position)
-        )
-        stored[kind] = [_Stored(*row) for row in rows]
-    return stored
+    return contact_detail(contact_id, values, slots, now, now)
 
 
 async def _merge(
-    session: AsyncSession, space_id: int, ids: list[int], incoming: dict[str, list[Value]]
+    session: AsyncSession,
+    space_id: int,
+    ids: list[int],
+    incoming: dict[str, list[Value]],
+    sent: dict[str, Any],
 ) -> ContactDetail:
     """Merge the request and the contacts `ids` into the oldest of them."""
     locked = (
         await session.execute(
-            select(Contact.id, Contact.merged_into_id, Contact.created_at, Contact.updated_at)
+            select(*CONTACT_ROW)
             .where(Contact.space_id == space_id, Contact.id.in_(ids))
             .order_by(Contact.id)
             .with_for_update()
         )
     ).all()
     # Between the look-up and the lock another request may have merged these contacts, or
-    # given one of the emails to a new contact: then resolve again.
+    # given one of the emails to another contact: then resolve again.
     if len(locked) != len(ids) or any(row.merged_into_id is not None for row in locked):
         raise _Raced()
-    if await _email_owners(session, space_id, incoming["emails"]) != set(ids):
+    if set((await _email_owners(session, space_id, incoming["emails"])).values()) != set(ids):
         raise _Raced()
 
     survivor, losers = ids[0], ids[1:]
-    stored = await _stored_values(session, space_id, ids)
+    stored = await stored_values(session, space_id, ids)
     values: dict[str, list[str]] = {}
     additions: dict[str, list[tuple[int, Value]]] = {}
     for kind in KINDS:
@@ -198,8 +194,19 @@ async def _merge(
                 position += 1
         values[kind] = [row.value for row in kept] + [value for _, (value, _) in additions[kind]]
 
+    # The survivor's slots win; its empty ones are filled from the others, by id; then the
+    # request's slots overwrite.
+    before = slots_of(locked[0])
+    slots = dict(before)
+    for row in locked[1:]:
+        for slot, value in slots_of(row).items():
+            if slots[slot] is None:
+                slots[slot] = value
+    slots.update(sent)
+    changed_slots = {slot: slots[slot] for slot in SLOTS if slots[slot] != before[slot]}
+
     updated_at = locked[0].updated_at
-    if losers or any(additions.values()):
+    if losers or changed_slots or any(additions.values()):
         updated_at = utcnow()
         if losers:
             await _retire(session, space_id, survivor, losers, updated_at)
@@ -208,11 +215,9 @@ async def _merge(
         await session.execute(
             update(Contact)
             .where(Contact.id == survivor)
-            .values(updated_at=updated_at, **_primaries(values))
+            .values(updated_at=updated_at, **_primaries(values), **changed_slots)
         )
-    return ContactDetail(
-        id=survivor, created_at=locked[0].created_at, updated_at=updated_at, **values
-    )
+    return contact_detail(survivor, values, slots, locked[0].created_at, updated_at)
 
 
 async def _retire(
@@ -236,111 +241,58 @@ async def _retire(
     )
 
 
-async def get_contact(session: AsyncSession, space_id: int, contact_id: int) -> ContactDetail:
-    """The contact with this id in the Space; an alias id gives the contact it was merged into."""
-    row = await _contact_row(session, space_id, contact_id)
-    if row is not None and row.merged_into_id is not None:
-        row = await _contact_row(session, space_id, row.merged_into_id)
-    if row is None:
-        raise NotFound(f"No contact with id {contact_id}.")
-    stored = await _stored_values(session, space_id, [row.id])
-    return ContactDetail(
-        id=row.id,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        **{kind: [item.value for item in stored[kind]] for kind in KINDS},
-    )
+async def update_contact(
+    session: AsyncSession, space_id: int, contact_id: int, payload: ContactUpdate
+) -> ContactUpdated:
+    """Replace each collection sent (and all slots, when custom_fields is sent) in one go."""
+    sent = payload.model_fields_set
+    incoming = {
+        kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS if kind in sent
+    }
+    slots = None
+    if "custom_fields" in sent:
+        slots = dict.fromkeys(SLOTS) | sent_slots(payload.custom_fields)
 
-
-async def _contact_row(session: AsyncSession, space_id: int, contact_id: int) -> Any:
-    return (
+    async def write() -> ContactUpdated:
+        target = (await resolve(session, space_id, contact_id)).id
+        row = await contact_row(session, space_id, target, lock=True)
+        if row is None or row.merged_into_id is not None:
+            raise _Raced()  # merged into another contact since: update that one
+        if "emails" in incoming:
+            await _refuse_emails_of_others(session, space_id, target, payload.emails)
+        for kind, rows in incoming.items():
+            table = VALUE_TABLES[kind]
+            await session.execute(
+                delete(table).where(table.space_id == space_id, table.contact_id == target)
+            )
+            await _insert_values(session, space_id, target, kind, list(enumerate(rows)))
+        values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
         await session.execute(
-            select(
-                Contact.id, Contact.merged_into_id, Contact.created_at, Contact.updated_at
-            ).where(Contact.space_id == space_id, Contact.id == contact_id)
+            update(Contact)
+            .where(Contact.id == target)
+            .values(updated_at=utcnow(), **_primaries(values), **(slots or {}))
         )
-    ).one_or_none()
+        shown: dict[str, Any] = dict(values)
+        if slots is not None:
+            shown["custom_fields"] = to_wire(slots)
+        return ContactUpdated(id=target, **shown)
+
+    return await _attempt(session, write)
 
 
-@dataclass(frozen=True)
-class ListFilters:
-    start: datetime | None = None  # UTC, inclusive
-    end: datetime | None = None  # UTC, exclusive
-    email: str | None = None
-    phone: str | None = None
-
-
-def creation_window(
-    start: str | None, end: str | None, timezone: str
-) -> tuple[datetime | None, datetime | None]:
-    """Inclusive local `YYYY-MM-DD HH:MM:SS` bounds as a UTC [start, end) window."""
-    zone = ZoneInfo(timezone)
-
-    def to_utc(text: str) -> datetime:
-        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
-        return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
-
-    return (
-        to_utc(start) if start else None,
-        to_utc(end) + timedelta(seconds=1) if end else None,
-    )
-
-
-async def list_contacts(
-    session: AsyncSession,
-    space_id: int,
-    filters: ListFilters,
-    cursor: Cursor | None,
-    per_page: int,
-) -> tuple[list[Any], bool]:
-    """A page of contacts, newest first, and whether more lie beyond it in its direction."""
-    query = select(Contact.id, Contact.email, Contact.name, Contact.phone, Contact.location).where(
-        Contact.space_id == space_id, Contact.merged_into_id.is_(None)
-    )
-    if filters.start is not None:
-        query = query.where(Contact.created_at >= filters.start)
-    if filters.end is not None:
-        query = query.where(Contact.created_at < filters.end)
-    if filters.email is not None:
-        query = query.where(
-            Contact.id.in_(
-                select(ContactEmail.contact_id).where(
-                    ContactEmail.space_id == space_id,
-                    ContactEmail.normalised == normalise_email(filters.email),
-                )
+async def _refuse_emails_of_others(
+    session: AsyncSession, space_id: int, contact_id: int, emails: list[str]
+) -> None:
+    """422 when any of `emails` belongs to another contact of the Space."""
+    owners = await _email_owners(session, space_id, dedupe(emails, normalise_email))
+    errors: dict[str, list[str]] = {}
+    others: list[int] = []
+    for index, email in enumerate(emails):
+        owner = owners.get(normalise_email(email))
+        if owner is not None and owner != contact_id:
+            errors.setdefault(f"emails.{index}", []).append(
+                f"The emails.{index} field ({show(email)}) already belongs to contact {owner}."
             )
-        )
-    if filters.phone is not None:
-        query = query.where(
-            Contact.id.in_(
-                select(ContactPhone.contact_id).where(
-                    ContactPhone.space_id == space_id,
-                    ContactPhone.normalised == normalise_phone(filters.phone),
-                )
-            )
-        )
-    backwards = cursor is not None and not cursor.forward
-    if cursor is not None:
-        query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)
-    query = query.order_by(Contact.id.asc() if backwards else Contact.id.desc())
-    rows = list((await session.execute(query.limit(per_page + 1))).all())
-    has_more = len(rows) > per_page
-    rows = rows[:per_page]
-    if backwards:
-        rows.reverse()
-    return rows, has_more
-
-
-async def all_emails(
-    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
-) -> dict[int, list[str]]:
-    """Every email of each of these contacts, primary first."""
-    emails: dict[int, list[str]] = {contact_id: [] for contact_id in contact_ids}
-    rows = await session.execute(
-        select(ContactEmail.contact_id, ContactEmail.value)
-        .where(ContactEmail.space_id == space_id, ContactEmail.contact_id.in_(contact_ids))
-        .order_by(ContactEmail.contact_id, ContactEmail.position)
-    )
-    for contact_id, value in rows:
-        emails[contact_id].append(value)
-    return emails
+            others.append(owner)
+    if errors:
+        raise InvalidInput(errors, existing_contact_id=min(others))

@@ -1,0 +1,113 @@
+"""The 30 custom-field slots: profile_field_1-15 text, 16-25 numbers, 26-30 dates."""
+
+from datetime import UTC, date, datetime, time
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from contactbase.contacts.values import ValueRejected
+
+TEXT_SLOTS = range(1, 16)
+NUMBER_SLOTS = range(16, 26)
+DATE_SLOTS = range(26, 31)
+SLOTS = tuple(f"profile_field_{n}" for n in range(1, 31))
+MAX_CUSTOM_TEXT = 10_240
+# Line breaks and tabs are fine in a free-text field; other controls and lone surrogates are not.
+ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+
+
+def clean_custom_text(text: str) -> str:
+    if len(text) > MAX_CUSTOM_TEXT:
+        raise ValueRejected("too_many_characters", max=MAX_CUSTOM_TEXT)
+    if any(
+        (ord(char) < 32 or 127 <= ord(char) < 160 or 0xD800 <= ord(char) < 0xE000)
+        and char not in ALLOWED_CONTROLS
+        for char in text
+    ):
+        raise ValueRejected("control_characters")
+    return text
+
+
+def parse_custom_date(text: str) -> datetime:
+    """`YYYY-MM-DD` (midnight UTC) or an ISO 8601 date-time (UTC when it has no offset)."""
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), time())
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueRejected("custom_date") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def show_custom_date(moment: datetime) -> str:
+    """A date slot as it goes out: the date alone at midnight UTC, else the UTC date-time."""
+    if moment.time() == time():
+        return moment.strftime("%Y-%m-%d")
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+CustomText = Annotated[str, AfterValidator(clean_custom_text)]
+CustomNumber = Annotated[float, Field(allow_inf_nan=False)]
+# Sent as a string, kept as the UTC datetime parse_custom_date makes of it.
+CustomDate = Annotated[str, AfterValidator(parse_custom_date)]
+
+
+class CustomFields(BaseModel):
+    """profile_field_1 to 15: text (at most 10,240 characters); 16 to 25: numbers; 26 to 30:
+    dates (YYYY-MM-DD or ISO 8601 date-time). A slot may be left out, never sent as null."""
+
+    # The default None marks a slot not sent; it is never validated, so a null sent is a 422.
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    profile_field_1: CustomText = None  # type: ignore[assignment]
+    profile_field_2: CustomText = None  # type: ignore[assignment]
+    profile_field_3: CustomText = None  # type: ignore[assignment]
+    profile_field_4: CustomText = None  # type: ignore[assignment]
+    profile_field_5: CustomText = None  # type: ignore[assignment]
+    profile_field_6: CustomText = None  # type: ignore[assignment]
+    profile_field_7: CustomText = None  # type: ignore[assignment]
+    profile_field_8: CustomText = None  # type: ignore[assignment]
+    profile_field_9: CustomText = None  # type: ignore[assignment]
+    profile_field_10: CustomText = None  # type: ignore[assignment]
+    profile_field_11: CustomText = None  # type: ignore[assignment]
+    profile_field_12: CustomText = None  # type: ignore[assignment]
+    profile_field_13: CustomText = None  # type: ignore[assignment]
+    profile_field_14: CustomText = None  # type: ignore[assignment]
+    profile_field_15: CustomText = None  # type: ignore[assignment]
+    profile_field_16: CustomNumber = None  # type: ignore[assignment]
+    profile_field_17: CustomNumber = None  # type: ignore[assignment]
+    profile_field_18: CustomNumber = None  # type: ignore[assignment]
+    profile_field_19: CustomNumber = None  # type: ignore[assignment]
+    profile_field_20: CustomNumber = None  # type: ignore[assignment]
+    profile_field_21: CustomNumber = None  # type: ignore[assignment]
+    profile_field_22: CustomNumber = None  # type: ignore[assignment]
+    profile_field_23: CustomNumber = None  # type: ignore[assignment]
+    profile_field_24: CustomNumber = None  # type: ignore[assignment]
+    profile_field_25: CustomNumber = None  # type: ignore[assignment]
+    profile_field_26: CustomDate = None  # type: ignore[assignment]
+    profile_field_27: CustomDate = None  # type: ignore[assignment]
+    profile_field_28: CustomDate = None  # type: ignore[assignment]
+    profile_field_29: CustomDate = None  # type: ignore[assignment]
+    profile_field_30: CustomDate = None  # type: ignore[assignment]
+
+
+def sent_slots(fields: BaseModel) -> dict[str, Any]:
+    """The slots the client sent, as the database stores them."""
+    return {slot: getattr(fields, slot) for slot in SLOTS if slot in fields.model_fields_set}
+
+
+def to_wire(slots: dict[str, Any]) -> dict[str, Any]:
+    """The set slots of a contact as the API shows them."""
+    shown: dict[str, Any] = {}
+    for slot in SLOTS:
+        value = slots.get(slot)
+        if value is None:
+            continue
+        if isinstance(value, datetime):
+            value = show_custom_date(value)
+        elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+            value = int(value)
+        shown[slot] = value
+    return shown

@@ -1,0 +1,181 @@
+"""Reading contacts: one by id, the list's pages, every email of a page."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contactbase.contacts.custom_fields import SLOTS, to_wire
+from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail, ContactPhone
+from contactbase.contacts.pagination import Cursor
+from contactbase.contacts.schemas import ContactDetail
+from contactbase.contacts.values import normalise_email, normalise_phone
+from contactbase.errors import NotFound
+
+
+@dataclass(frozen=True)
+class StoredValue:
+    contact_id: int
+    position: int
+    value: str
+    normalised: str
+
+
+async def stored_values(
+    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
+) -> dict[str, list[StoredValue]]:
+    """Each collection's rows for these contacts, by contact id, then position."""
+    stored: dict[str, list[StoredValue]] = {}
+    for kind, table in VALUE_TABLES.items():
+        rows = await session.execute(
+            select(table.contact_id, table.position, table.value, table.normalised)
+            .where(table.space_id == space_id, table.contact_id.in_(contact_ids))
+            .order_by(table.contact_id, table.position)
+        )
+        stored[kind] = [StoredValue(*row) for row in rows]
+    return stored
+
+
+def contact_detail(
+    contact_id: int,
+    values: dict[str, list[str]],
+    slots: dict[str, Any],
+    created_at: datetime,
+    updated_at: datetime,
+) -> ContactDetail:
+    """The ContactDetail; `custom_fields` only when a slot is set."""
+    shown = to_wire(slots)
+    extra = {"custom_fields": shown} if shown else {}
+    return ContactDetail(
+        id=contact_id, created_at=created_at, updated_at=updated_at, **values, **extra
+    )
+
+
+# A contact's row as the writes and reads need it: identity, alias link, times and slots.
+CONTACT_ROW = (
+    Contact.id,
+    Contact.merged_into_id,
+    Contact.created_at,
+    Contact.updated_at,
+    *(getattr(Contact, slot) for slot in SLOTS),
+)
+
+
+def slots_of(row: Any) -> dict[str, Any]:
+    return {slot: getattr(row, slot) for slot in SLOTS}
+
+
+async def contact_row(
+    session: AsyncSession, space_id: int, contact_id: int, *, lock: bool = False
+) -> Any:
+    """The contact's row in the Space, or None; `lock` holds it until the transaction ends."""
+    query = select(*CONTACT_ROW).where(Contact.space_id == space_id, Contact.id == contact_id)
+    if lock:
+        query = query.with_for_update()
+    return (await session.execute(query)).one_or_none()
+
+
+async def resolve(session: AsyncSession, space_id: int, contact_id: int) -> Any:
+    """The row of the contact an id names: itself, or the survivor it was merged into."""
+    row = await contact_row(session, space_id, contact_id)
+    if row is not None and row.merged_into_id is not None:
+        row = await contact_row(session, space_id, row.merged_into_id)
+    if row is None:
+        raise NotFound(f"No contact with id {contact_id}.")
+    return row
+
+
+async def get_contact(session: AsyncSession, space_id: int, contact_id: int) -> ContactDetail:
+    """The contact with this id in the Space; an alias id gives the contact it was merged into."""
+    row = await resolve(session, space_id, contact_id)
+    stored = await stored_values(session, space_id, [row.id])
+    values = {kind: [item.value for item in items] for kind, items in stored.items()}
+    return contact_detail(row.id, values, slots_of(row), row.created_at, row.updated_at)
+
+
+@dataclass(frozen=True)
+class ListFilters:
+    start: datetime | None = None  # UTC, inclusive
+    end: datetime | None = None  # UTC, exclusive
+    email: str | None = None
+    phone: str | None = None
+
+
+def creation_window(
+    start: str | None, end: str | None, timezone: str
+) -> tuple[datetime | None, datetime | None]:
+    """Inclusive local `YYYY-MM-DD HH:MM:SS` bounds as a UTC [start, end) window."""
+    zone = ZoneInfo(timezone)
+
+    def to_utc(text: str) -> datetime:
+        local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
+        return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+
+    return (
+        to_utc(start) if start else None,
+        to_utc(end) + timedelta(seconds=1) if end else None,
+    )
+
+
+async def list_contacts(
+    session: AsyncSession,
+    space_id: int,
+    filters: ListFilters,
+    cursor: Cursor | None,
+    per_page: int,
+) -> tuple[list[Any], bool]:
+    """A page of contacts, newest first, and whether more lie beyond it in its direction."""
+    query = select(Contact.id, Contact.email, Contact.name, Contact.phone, Contact.location).where(
+        Contact.space_id == space_id, Contact.merged_into_id.is_(None)
+    )
+    if filters.start is not None:
+        query = query.where(Contact.created_at >= filters.start)
+    if filters.end is not None:
+        query = query.where(Contact.created_at < filters.end)
+    if filters.email is not None:
+        query = query.where(
+            Contact.id.in_(
+                select(ContactEmail.contact_id).where(
+                    ContactEmail.space_id == space_id,
+                    ContactEmail.normalised == normalise_email(filters.email),
+                )
+            )
+        )
+    if filters.phone is not None:
+        query = query.where(
+            Contact.id.in_(
+                select(ContactPhone.contact_id).where(
+                    ContactPhone.space_id == space_id,
+                    ContactPhone.normalised == normalise_phone(filters.phone),
+                )
+            )
+        )
+    backwards = cursor is not None and not cursor.forward
+    if cursor is not None:
+        query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)
+    query = query.order_by(Contact.id.asc() if backwards else Contact.id.desc())
+    rows = list((await session.execute(query.limit(per_page + 1))).all())
+    has_more = len(rows) > per_page
+    rows = rows[:per_page]
+    if backwards:
+        rows.reverse()
+    return rows, has_more
+
+
+async def all_emails(
+    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
+) -> dict[int, list[str]]:
+    """Every email of each of these contacts, primary first."""
+    emails: dict[int, list[str]] = {contact_id: [] for contact_id in contact_ids}
+    rows = await session.execute(
+        select(ContactEmail.contact_id, ContactEmail.value)
+        .where(ContactEmail.space_id == space_id, ContactEmail.contact_id.in_(contact_ids))
+        .order_by(ContactEmail.contact_id, ContactEmail.position)
+    )
+    for contact_id, value in rows:
+        emails[contact_id].append(value)
+    return emails
