@@ -42,6 +42,8 @@ MESSAGES = {
     "finite_number": "The {field} field must be a finite number ({value}).",
     "custom_date": "The {field} field must be a date: YYYY-MM-DD or an ISO 8601 date-time "
     "({value}).",
+    "nothing_to_update": "At least one of emails, phones, names, locations or custom_fields "
+    "is required.",
     "date_format": "The {field} field must match the format YYYY-MM-DD HH:MM:SS ({value}).",
     "date_order": "The {field} field must be a date after or equal to start_date ({value}).",
     "cursor": "The {field} field is not a valid cursor ({value}).",

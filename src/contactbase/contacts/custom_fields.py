@@ -98,12 +98,14 @@ def sent_slots(fields: BaseModel) -> dict[str, Any]:
     return {slot: getattr(fields, slot) for slot in SLOTS if slot in fields.model_fields_set}
 
 
-def to_wire(slots: dict[str, Any]) -> dict[str, Any]:
-    """The set slots of a contact as the API shows them."""
+def to_wire(slots: dict[str, Any], *, every_slot: bool = False) -> dict[str, Any]:
+    """A contact's slots as the API shows them: the set ones, or all 30 with nulls."""
     shown: dict[str, Any] = {}
     for slot in SLOTS:
         value = slots.get(slot)
         if value is None:
+            if every_slot:
+                shown[slot] = None
             continue
         if isinstance(value, datetime):
             value = show_custom_date(value)

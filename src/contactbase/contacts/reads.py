@@ -127,11 +127,14 @@ async def list_contacts(
     filters: ListFilters,
     cursor: Cursor | None,
     per_page: int,
+    *,
+    with_custom_fields: bool = False,
 ) -> tuple[list[Any], bool]:
     """A page of contacts, newest first, and whether more lie beyond it in its direction."""
-    query = select(Contact.id, Contact.email, Contact.name, Contact.phone, Contact.location).where(
-        Contact.space_id == space_id, Contact.merged_into_id.is_(None)
-    )
+    columns = [Contact.id, Contact.email, Contact.name, Contact.phone, Contact.location]
+    if with_custom_fields:
+        columns += [getattr(Contact, slot) for slot in SLOTS]
+    query = select(*columns).where(Contact.space_id == space_id, Contact.merged_into_id.is_(None))
     if filters.start is not None:
         query = query.where(Contact.created_at >= filters.start)
     if filters.end is not None:

@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Path, Query, Request, Response
 
 from contactbase.contacts import reads, service
+from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
     Cursor,
@@ -18,19 +19,35 @@ from contactbase.contacts.schemas import (
     ContactDetail,
     ContactPage,
     ContactSummary,
+    ContactUpdate,
+    ContactUpdated,
     CreateQuery,
     GetQuery,
     ListQuery,
+    NoQuery,
 )
 from contactbase.db import SessionDep
 from contactbase.errors import NotFound, invalid
 from contactbase.openapi import error_responses, json_body
-from contactbase.spaces.deps import CanCreate, CanGet, CanList, SigningKey
+from contactbase.spaces.deps import CanCreate, CanGet, CanList, CanUpdate, SigningKey
 from contactbase.validation import message_for, parse_body
 
 router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
 
-CUSTOM_FIELD_SLOTS = tuple(f"profile_field_{n}" for n in range(1, 31))
+ContactId = Annotated[
+    str, Path(description="A contact id; an alias id names its survivor.", examples=["17"])
+]
+
+
+def parse_id(contact_id: str) -> int:
+    """The id in the path: 422 unless a positive integer, 404 when too large to exist."""
+    digits = contact_id.lstrip("0")
+    if not contact_id.isascii() or not contact_id.isdigit() or not digits:
+        raise invalid("id", message_for("positive_integer", "id", contact_id))
+    # Too many digits to be an id at all: unknown, like any other id (and never parsed whole).
+    if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
+        raise NotFound(f"No contact with id {digits}.")
+    return int(digits)
 
 
 @router.post(
@@ -80,19 +97,11 @@ async def create_contact(
 async def get_contact(
     caller: CanGet,
     session: SessionDep,
-    contact_id: Annotated[
-        str, Path(description="A contact id; an alias id gives the survivor.", examples=["17"])
-    ],
+    contact_id: ContactId,
     query: Annotated[GetQuery, Query()],
 ) -> ContactDetail:
     """One contact with all its emails, phones, names and locations, primary first."""
-    digits = contact_id.lstrip("0")
-    if not contact_id.isascii() or not contact_id.isdigit() or not digits:
-        raise invalid("id", message_for("positive_integer", "id", contact_id))
-    # Too many digits to be an id at all: unknown, like any other id (and never parsed whole).
-    if len(digits) > len(str(MAX_ID)) or int(digits) > MAX_ID:
-        raise NotFound(f"No contact with id {digits}.")
-    contact = await reads.get_contact(session, caller.space_id, int(digits))
+    contact = await reads.get_contact(session, caller.space_id, parse_id(contact_id))
     if query.include_comet_tokens:
         contact.comet_tokens = []
     if query.include_events:
@@ -100,6 +109,31 @@ async def get_contact(
     if query.include_browsing_session_data:
         contact.browsing_session_hits = []
     return contact
+
+
+@router.put(
+    "/{contact_id}",
+    response_model=ContactUpdated,
+    response_model_exclude_unset=True,
+    summary="Update a contact (sparse replace)",
+    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
+    openapi_extra=json_body(ContactUpdate),
+)
+async def update_contact(
+    request: Request,
+    caller: CanUpdate,
+    session: SessionDep,
+    contact_id: ContactId,
+    query: Annotated[NoQuery, Query()],
+) -> ContactUpdated:
+    """Replace the collections sent: each of `emails`, `phones`, `names`, `locations` present
+    replaces that whole collection (its first item becoming the primary; `[]` clears it, except
+    `emails`, which keeps at least one); `custom_fields` replaces all 30 slots. Absent fields stay
+    as they are. An email of another contact is a 422 naming it. Answers with the id and the
+    fields sent, as stored.
+    """
+    payload = parse_body(ContactUpdate, await request.body())
+    return await service.update_contact(session, caller.space_id, parse_id(contact_id), payload)
 
 
 @router.get(
@@ -130,7 +164,12 @@ async def list_contacts(
     start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
     filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
     rows, has_more = await reads.list_contacts(
-        session, caller.space_id, filters, cursor, query.per_page
+        session,
+        caller.space_id,
+        filters,
+        cursor,
+        query.per_page,
+        with_custom_fields=query.include_custom_fields,
     )
     emails = (
         await reads.all_emails(session, caller.space_id, [row.id for row in rows])
@@ -147,7 +186,7 @@ async def list_contacts(
         if query.include_comet_tokens:
             item.comet_tokens = []
         if query.include_custom_fields:
-            item.custom_fields = dict.fromkeys(CUSTOM_FIELD_SLOTS)
+            item.custom_fields = to_wire(reads.slots_of(row), every_slot=True)
         data.append(item)
     return _page(request, data, cursor, has_more, query.per_page, key, caller.space_id)
 

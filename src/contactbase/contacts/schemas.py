@@ -221,6 +221,12 @@ class ListQuery(BaseModel):
         return self
 
 
+class NoQuery(BaseModel):
+    """An endpoint without query parameters: any is refused."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class CreateQuery(BaseModel):
     """Options of a create."""
 

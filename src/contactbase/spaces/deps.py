@@ -49,6 +49,8 @@ class Authorise:
 CanCreate = Annotated[Caller, Depends(Authorise("contacts:write", "create"))]
 CanGet = Annotated[Caller, Depends(Authorise("contacts:read", "get"))]
 CanList = Annotated[Caller, Depends(Authorise("contacts:read", "list"))]
+CanUpdate = Annotated[Caller, Depends(Authorise("contacts:write", "update"))]
+CanExport = Annotated[Caller, Depends(Authorise("contacts:read", "export"))]
 
 
 async def signing_key(request: Request, session: SessionDep) -> bytes:
