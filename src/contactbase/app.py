@@ -1,5 +1,7 @@
 """The HTTP application: create_app(settings) wires routers, middleware and the error handler."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -9,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from contactbase import __version__
+from contactbase.contacts.exports import ExportWorker
 from contactbase.contacts.router import router as contacts_router
 from contactbase.db import Database
 from contactbase.errors import DomainError
@@ -60,9 +63,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     limiter = build_limiter(settings.redis_url, settings.rate_limit_window_seconds)
 
+    exports = ExportWorker(db, settings.export_dir, settings.export_poll_seconds)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = asyncio.create_task(exports.run_forever(), name="export worker")
         yield
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
         await limiter.close()
         await db.dispose()
 
@@ -79,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.db = db
     app.state.metrics = Metrics()
     app.state.limiter = limiter
+    app.state.exports = exports
     app.state.schema_head = schema_head()
     app.state.signing_key = settings.secret_key.encode() if settings.secret_key else None
     app.include_router(contacts_router)

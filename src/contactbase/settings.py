@@ -1,5 +1,7 @@
 """Configuration, read once from the environment and passed down."""
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -17,6 +19,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
     rate_limit_window_seconds: int = Field(
         default=60, ge=1, description="The limits' window; the API promises 60 (tests shorten it)."
+    )
+    export_dir: Path = Field(
+        default=Path("exports"), description="Where export files are written (and served from)."
+    )
+    export_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often workers look for queued exports."
     )
     db_pool_size: int = Field(default=10, ge=1)
     secret_key: str | None = Field(

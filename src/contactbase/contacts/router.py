@@ -1,12 +1,15 @@
 """HTTP shape of the contacts endpoints: /public-api/v1/contacts."""
 
+from datetime import UTC
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import FileResponse
 
-from contactbase.contacts import reads, service
+from contactbase.contacts import exports, reads, service
 from contactbase.contacts.custom_fields import to_wire
+from contactbase.contacts.models import Export
 from contactbase.contacts.pagination import (
     MAX_ID,
     Cursor,
@@ -22,14 +25,25 @@ from contactbase.contacts.schemas import (
     ContactUpdate,
     ContactUpdated,
     CreateQuery,
+    DownloadQuery,
+    ExportRequest,
+    ExportStatus,
     GetQuery,
     ListQuery,
     NoQuery,
 )
 from contactbase.db import SessionDep
-from contactbase.errors import NotFound, invalid
-from contactbase.openapi import error_responses, json_body
-from contactbase.spaces.deps import CanCreate, CanGet, CanList, CanUpdate, SigningKey
+from contactbase.errors import Forbidden, NotFound, invalid
+from contactbase.openapi import ERRORS, error_responses, json_body
+from contactbase.spaces.deps import (
+    CanCreate,
+    CanExport,
+    CanGet,
+    CanList,
+    CanPollExport,
+    CanUpdate,
+    SigningKey,
+)
 from contactbase.validation import message_for, parse_body
 
 router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
@@ -224,4 +238,99 @@ def _page(
         next_page_url=url(next_cursor),
         prev_cursor=prev_cursor,
         prev_page_url=url(prev_cursor),
+    )
+
+
+EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
+
+
+@router.post(
+    "/exports",
+    status_code=202,
+    response_model=ExportStatus,
+    response_model_exclude_unset=True,
+    summary="Export the contacts created in a window",
+    responses=error_responses(401, 403, 413, 422, 429, 503),
+    openapi_extra=json_body(ExportRequest),
+)
+async def create_export(
+    request: Request,
+    caller: CanExport,
+    session: SessionDep,
+    query: Annotated[NoQuery, Query()],
+) -> ExportStatus:
+    """Queue an export of the Space's contacts created between `start_date` and `end_date`
+    (the Space's timezone, inclusive). Poll it with GET /contacts/exports/{export_id}."""
+    payload = parse_body(ExportRequest, await request.body())
+    start, end = reads.creation_window(payload.start_date, payload.end_date, caller.timezone)
+    assert start is not None
+    assert end is not None
+    export = await exports.queue_export(session, caller.space_id, start, end)
+    return ExportStatus(export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"])
+
+
+@router.get(
+    "/exports/{export_id}",
+    response_model=ExportStatus,
+    response_model_exclude_unset=True,
+    summary="Poll an export",
+    responses=error_responses(401, 403, 404, 422, 429, 503),
+)
+async def get_export(
+    request: Request,
+    caller: CanPollExport,
+    session: SessionDep,
+    key: SigningKey,
+    export_id: str,
+    query: Annotated[NoQuery, Query()],
+) -> ExportStatus:
+    """The export's status; when completed, a signed `download_url` valid for 15 minutes."""
+    export = await exports.find_export(session, caller.space_id, export_id)
+    status = ExportStatus(export_id=export.id, status=export.status, created_at=export.created_at)
+    if export.status == "failed":
+        status.message = export.failure
+    elif export.status != "completed":
+        status.message = EXPORT_MESSAGES[export.status]
+    else:
+        assert export.completed_at is not None
+        expires_at = export.completed_at + exports.LINK_LIFETIME
+        expires = int(expires_at.replace(tzinfo=UTC).timestamp())
+        link = request.url_for("download_export", export_id=export.id)
+        signature = exports.sign_download(key, export.id, expires)
+        status.download_url = f"{link}?{urlencode({'expires': expires, 'signature': signature})}"
+        status.completed_at = export.completed_at
+        status.expires_at = expires_at
+    return status
+
+
+@router.get(
+    "/exports/{export_id}/download",
+    name="download_export",
+    summary="Download an export (signed link, no key)",
+    response_class=FileResponse,
+    responses={
+        200: {"content": {"application/gzip": {}}, "description": "Gzipped NDJSON"},
+        403: {"model": ERRORS[403][0], "description": "Link invalid or expired"},
+    },
+)
+async def download_export(
+    request: Request,
+    session: SessionDep,
+    key: SigningKey,
+    export_id: str,
+    query: Annotated[DownloadQuery, Query()],
+) -> FileResponse:
+    """The export file: one contact per line (`id`, `email`, `name`, `phone`, `location`,
+    `created_at`). The link is its own credential; it expires 15 minutes after completion."""
+    refused = Forbidden("This download link is invalid or has expired.")
+    if not exports.download_allowed(key, export_id, query.expires, query.signature):
+        raise refused
+    export = await session.get(Export, export_id)
+    if export is None or export.status != "completed":
+        raise refused
+    path = request.app.state.settings.export_dir / exports.file_name(export.id, export.attempts)
+    if not path.is_file():
+        raise refused
+    return FileResponse(
+        path, media_type="application/gzip", filename=f"contacts-{export.id}.ndjson.gz"
     )

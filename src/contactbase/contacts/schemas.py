@@ -268,6 +268,15 @@ class ExportRequest(BaseModel):
         return self
 
 
+class DownloadQuery(BaseModel):
+    """The signature of a download link."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires: int = Field(description="Unix time after which the link is refused.")
+    signature: str = Field(description="HMAC-SHA256 of the export id and `expires`, hex.")
+
+
 class ExportStatus(BaseModel):
     """Where an export stands; a completed one has a signed download link."""
 

@@ -51,6 +51,8 @@ CanGet = Annotated[Caller, Depends(Authorise("contacts:read", "get"))]
 CanList = Annotated[Caller, Depends(Authorise("contacts:read", "list"))]
 CanUpdate = Annotated[Caller, Depends(Authorise("contacts:write", "update"))]
 CanExport = Annotated[Caller, Depends(Authorise("contacts:read", "export"))]
+# Polling an export counts against the get limit, as Cometly counts it.
+CanPollExport = Annotated[Caller, Depends(Authorise("contacts:read", "get"))]
 
 
 async def signing_key(request: Request, session: SessionDep) -> bytes:
