@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -42,6 +42,10 @@ lint: install
 ## Create throughput with the Redis limiter vs in-process counting, side by side (PostgreSQL).
 bench-limiter: install
 	$(BIN)/python bench/limiter.py
+
+## Peak memory of an export of 100,000 contacts against the idle process (PostgreSQL).
+bench-export: install
+	$(BIN)/python bench/export_memory.py
 
 format: install
 	$(BIN)/ruff check --fix src tests
