@@ -19,12 +19,13 @@ import time
 import uuid
 from pathlib import Path
 
-import asyncpg
 import httpx
 
 from contactbase.db import Database
-from contactbase.operations import migrations_config
 from contactbase.spaces import service
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from database import fresh_database
 
 ROOT = Path(__file__).resolve().parent.parent
 DATABASE_URL = os.environ.get(
@@ -45,22 +46,8 @@ def ensure_wrk() -> str:
     return shutil.which("wrk") or "wrk"
 
 
-async def prepare_database() -> str:
-    """Recreate the bench database, migrate it, and return a key with limits out of the way."""
-    from sqlalchemy.engine import make_url
-
-    url = make_url(DATABASE_URL)
-    admin = await asyncpg.connect(
-        host=url.host, port=url.port or 5432, user=url.username, database="postgres"
-    )
-    await admin.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-    await admin.execute(f'CREATE DATABASE "{url.database}"')
-    await admin.close()
-    await asyncio.to_thread(
-        lambda: __import__("alembic.command").command.upgrade(
-            migrations_config(DATABASE_URL), "head"
-        )
-    )
+async def make_key() -> str:
+    """A key of a new Space whose limits are raised out of the way."""
     db = Database(DATABASE_URL, pool_size=1)
     async with db.writer() as session, session.begin():
         space = await service.create_space(session, "bench")
@@ -155,7 +142,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     wrk = ensure_wrk()
-    key = asyncio.run(prepare_database())
+    fresh_database(DATABASE_URL)
+    key = asyncio.run(make_key())
     runs: dict[str, list[dict[str, float]]] = {"redis": [], "memory": []}
     setups = [("redis", REDIS_URL), ("memory", None)]
     for round_number in range(1, args.rounds + 1):
