@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -35,8 +35,8 @@ test-postgres: install
 		$(BIN)/pytest
 
 lint: install
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench reliability
+	$(BIN)/ruff format --check src tests bench reliability
 	$(BIN)/mypy
 
 ## Create throughput with the Redis limiter vs in-process counting, side by side (PostgreSQL).
@@ -46,6 +46,14 @@ bench-limiter: install
 ## Peak memory of an export of 100,000 contacts against the idle process (PostgreSQL).
 bench-export: install
 	$(BIN)/python bench/export_memory.py
+
+## Schemathesis against the app's own OpenAPI document, longer than the bounded run in `make test`.
+fuzz: install
+	$(BIN)/python reliability/fuzz.py
+
+## Fault injection against a PostgreSQL of its own: kills, restarts; then checks nothing was lost.
+faults: install
+	$(BIN)/python reliability/faults.py
 
 format: install
 	$(BIN)/ruff check --fix src tests
