@@ -1,6 +1,8 @@
 """Engines, sessions and the differences between SQLite and PostgreSQL, in one place."""
 
 import asyncio
+import errno
+import socket
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -102,9 +104,23 @@ def _sqlstate(exc: DBAPIError) -> str:
     return getattr(exc.orig, "sqlstate", None) or ""
 
 
+# Socket failures of a connection to the database (not, say, a full disk).
+CONNECTION_ERRNOS = {
+    errno.ECONNREFUSED,
+    errno.ECONNRESET,
+    errno.ECONNABORTED,
+    errno.EHOSTUNREACH,
+    errno.ENETUNREACH,
+    errno.ETIMEDOUT,
+    errno.EPIPE,
+}
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database cannot be reached or is not accepting work right now."""
-    if isinstance(exc, OSError | asyncio.TimeoutError | PoolTimeoutError):
+    if isinstance(exc, ConnectionError | asyncio.TimeoutError | PoolTimeoutError | socket.gaierror):
+        return True
+    if isinstance(exc, OSError) and exc.errno in CONNECTION_ERRNOS:
         return True
     if not isinstance(exc, DBAPIError):
         return False

@@ -1,6 +1,6 @@
 """The 30 custom-field slots: profile_field_1-15 text, 16-25 numbers, 26-30 dates."""
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
@@ -28,29 +28,22 @@ def clean_custom_text(text: str) -> str:
     return text
 
 
-def parse_custom_date(text: str) -> datetime:
-    """`YYYY-MM-DD` (midnight UTC) or an ISO 8601 date-time (UTC when it has no offset)."""
+def parse_custom_date(text: str) -> str:
+    """`YYYY-MM-DD`, or an ISO 8601 date-time in UTC as `YYYY-MM-DDTHH:MM:SSZ` (one without
+    an offset is taken as UTC): the canonical form that is stored and shown."""
     try:
         if len(text) == 10:
-            return datetime.combine(date.fromisoformat(text), time())
+            return date.fromisoformat(text).isoformat()
         moment = datetime.fromisoformat(text)
-    except ValueError:
+        if moment.tzinfo is not None:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValueRejected("custom_date") from None
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(UTC).replace(tzinfo=None)
-    return moment
-
-
-def show_custom_date(moment: datetime) -> str:
-    """A date slot as it goes out: the date alone at midnight UTC, else the UTC date-time."""
-    if moment.time() == time():
-        return moment.strftime("%Y-%m-%d")
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 CustomText = Annotated[str, AfterValidator(clean_custom_text)]
 CustomNumber = Annotated[float, Field(allow_inf_nan=False)]
-# Sent as a string, kept as the UTC datetime parse_custom_date makes of it.
 CustomDate = Annotated[str, AfterValidator(parse_custom_date)]
 
 
@@ -107,9 +100,7 @@ def to_wire(slots: dict[str, Any], *, every_slot: bool = False) -> dict[str, Any
             if every_slot:
                 shown[slot] = None
             continue
-        if isinstance(value, datetime):
-            value = show_custom_date(value)
-        elif isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
             value = int(value)
         shown[slot] = value
     return shown

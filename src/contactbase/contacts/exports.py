@@ -54,11 +54,21 @@ async def queue_export(
     return export
 
 
+def is_export_id(text: str) -> bool:
+    """Export ids are UUIDs as queue_export writes them; anything else names no export."""
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
+
+
 async def find_export(session: AsyncSession, space_id: int, export_id: str) -> Export:
     """The Space's export with this id; another Space's is unknown here."""
-    export = await session.scalar(
-        select(Export).where(Export.space_id == space_id, Export.id == export_id)
-    )
+    export = None
+    if is_export_id(export_id):
+        export = await session.scalar(
+            select(Export).where(Export.space_id == space_id, Export.id == export_id)
+        )
     if export is None:
         raise NotFound(f"No export with id {export_id}.")
     return export

@@ -39,7 +39,8 @@ class Contact(Base):
     merged_into_id: Mapped[int | None] = mapped_column(Id, ForeignKey("contacts.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     updated_at: Mapped[datetime] = mapped_column(DateTime())
-    # Custom fields (see custom_fields.py): 1-15 text, 16-25 numbers, 26-30 dates (UTC).
+    # Custom fields (see custom_fields.py): 1-15 text, 16-25 numbers, 26-30 dates (kept as
+    # YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ, the form sent, so they read back as they were written).
     profile_field_1: Mapped[str | None] = mapped_column(Text)
     profile_field_2: Mapped[str | None] = mapped_column(Text)
     profile_field_3: Mapped[str | None] = mapped_column(Text)
@@ -65,11 +66,11 @@ class Contact(Base):
     profile_field_23: Mapped[float | None] = mapped_column(Double)
     profile_field_24: Mapped[float | None] = mapped_column(Double)
     profile_field_25: Mapped[float | None] = mapped_column(Double)
-    profile_field_26: Mapped[datetime | None] = mapped_column(DateTime())
-    profile_field_27: Mapped[datetime | None] = mapped_column(DateTime())
-    profile_field_28: Mapped[datetime | None] = mapped_column(DateTime())
-    profile_field_29: Mapped[datetime | None] = mapped_column(DateTime())
-    profile_field_30: Mapped[datetime | None] = mapped_column(DateTime())
+    profile_field_26: Mapped[str | None] = mapped_column(Text)
+    profile_field_27: Mapped[str | None] = mapped_column(Text)
+    profile_field_28: Mapped[str | None] = mapped_column(Text)
+    profile_field_29: Mapped[str | None] = mapped_column(Text)
+    profile_field_30: Mapped[str | None] = mapped_column(Text)
 
 
 class ContactValue(Base):

@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -31,7 +31,7 @@ async def stored_values(
     """Each collection's rows for these contacts, by contact id, then position."""
     stored: dict[str, list[StoredValue]] = {}
     for kind, table in VALUE_TABLES.items():
-        rows = await session.execute(
+        rows = await (await session.connection()).execute(
             select(table.contact_id, table.position, table.value, table.normalised)
             .where(table.space_id == space_id, table.contact_id.in_(contact_ids))
             .order_by(table.contact_id, table.position)
@@ -76,7 +76,7 @@ async def contact_row(
     query = select(*CONTACT_ROW).where(Contact.space_id == space_id, Contact.id == contact_id)
     if lock:
         query = query.with_for_update()
-    return (await session.execute(query)).one_or_none()
+    return (await (await session.connection()).execute(query)).one_or_none()
 
 
 async def resolve(session: AsyncSession, space_id: int, contact_id: int) -> Any:
@@ -111,13 +111,17 @@ def creation_window(
     """Inclusive local `YYYY-MM-DD HH:MM:SS` bounds as a UTC [start, end) window."""
     zone = ZoneInfo(timezone)
 
-    def to_utc(text: str) -> datetime:
+    def to_utc(text: str, *, after: bool) -> datetime:
         local = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
-        return local.astimezone(ZoneInfo("UTC")).replace(tzinfo=None)
+        try:
+            moment = local.astimezone(UTC).replace(tzinfo=None)
+            return moment + timedelta(seconds=1) if after else moment
+        except OverflowError:  # at the ends of the calendar: as far as a datetime goes
+            return datetime.max if local.year > 1 else datetime.min
 
     return (
-        to_utc(start) if start else None,
-        to_utc(end) + timedelta(seconds=1) if end else None,
+        to_utc(start, after=False) if start else None,
+        to_utc(end, after=True) if end else None,
     )
 
 
@@ -161,7 +165,7 @@ async def list_contacts(
     if cursor is not None:
         query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)
     query = query.order_by(Contact.id.asc() if backwards else Contact.id.desc())
-    rows = list((await session.execute(query.limit(per_page + 1))).all())
+    rows = list((await (await session.connection()).execute(query.limit(per_page + 1))).all())
     has_more = len(rows) > per_page
     rows = rows[:per_page]
     if backwards:
@@ -174,7 +178,7 @@ async def all_emails(
 ) -> dict[int, list[str]]:
     """Every email of each of these contacts, primary first."""
     emails: dict[int, list[str]] = {contact_id: [] for contact_id in contact_ids}
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         select(ContactEmail.contact_id, ContactEmail.value)
         .where(ContactEmail.space_id == space_id, ContactEmail.contact_id.in_(contact_ids))
         .order_by(ContactEmail.contact_id, ContactEmail.position)

@@ -323,7 +323,9 @@ async def download_export(
     """The export file: one contact per line (`id`, `email`, `name`, `phone`, `location`,
     `created_at`). The link is its own credential; it expires 15 minutes after completion."""
     refused = Forbidden("This download link is invalid or has expired.")
-    if not exports.download_allowed(key, export_id, query.expires, query.signature):
+    if not exports.is_export_id(export_id) or not exports.download_allowed(
+        key, export_id, query.expires, query.signature
+    ):
         raise refused
     export = await session.get(Export, export_id)
     if export is None or export.status != "completed":

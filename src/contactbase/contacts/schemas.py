@@ -1,5 +1,6 @@
 """The contacts API's wire format: request bodies, query parameters and responses."""
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -160,9 +161,16 @@ class ContactPage(BaseModel):
     prev_page_url: str | None
 
 
+LOCAL_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2}:[0-9]{2}")
+
+
 def _check_local_time(text: str | None) -> str | None:
+    """Exactly YYYY-MM-DD HH:MM:SS (ASCII digits, fixed width, so the strings order as the
+    times do), and a real date and time."""
     if text is not None:
         try:
+            if not LOCAL_TIME.fullmatch(text):
+                raise ValueError(text)
             datetime.strptime(text, "%Y-%m-%d %H:%M:%S")
         except ValueError:
             raise ValueRejected("date_format") from None

@@ -102,7 +102,7 @@ async def _email_owners(
     session: AsyncSession, space_id: int, emails: list[Value]
 ) -> dict[str, int]:
     """Which contact owns each of these emails (by normal form), for those that are known."""
-    rows = await session.execute(
+    rows = await (await session.connection()).execute(
         select(ContactEmail.normalised, ContactEmail.contact_id).where(
             ContactEmail.space_id == space_id,
             ContactEmail.normalised.in_([normalised for _, normalised in emails]),
@@ -123,7 +123,7 @@ async def _insert_values(
     # Emails go in sorted order, so that two creates sharing emails lock them in the same order
     # and wait for each other instead of deadlocking.
     ordered = sorted(rows, key=lambda row: row[1][1]) if kind == "emails" else rows
-    await session.execute(
+    await (await session.connection()).execute(
         insert(VALUE_TABLES[kind]),
         [
             {
@@ -143,7 +143,7 @@ async def _insert_contact(
 ) -> ContactDetail:
     now = utcnow()
     values = {kind: [value for value, _ in incoming[kind]] for kind in KINDS}
-    contact_id = await session.scalar(
+    contact_id = await (await session.connection()).scalar(
         insert(Contact)
         .values(space_id=space_id, created_at=now, updated_at=now, **_primaries(values), **slots)
         .returning(Contact.id)
@@ -163,7 +163,7 @@ async def _merge(
 ) -> ContactDetail:
     """Merge the request and the contacts `ids` into the oldest of them."""
     locked = (
-        await session.execute(
+        await (await session.connection()).execute(
             select(*CONTACT_ROW)
             .where(Contact.space_id == space_id, Contact.id.in_(ids))
             .order_by(Contact.id)
@@ -212,7 +212,7 @@ async def _merge(
             await _retire(session, space_id, survivor, losers, updated_at)
         for kind in KINDS:
             await _insert_values(session, space_id, survivor, kind, additions[kind])
-        await session.execute(
+        await (await session.connection()).execute(
             update(Contact)
             .where(Contact.id == survivor)
             .values(updated_at=updated_at, **_primaries(values), **changed_slots)
@@ -225,16 +225,16 @@ async def _retire(
 ) -> None:
     """Make `losers` aliases of `survivor`; their values have been copied to it."""
     for table in VALUE_TABLES.values():
-        await session.execute(
+        await (await session.connection()).execute(
             delete(table).where(table.space_id == space_id, table.contact_id.in_(losers))
         )
     # Aliases point straight at the survivor, so that resolving an id is one step.
-    await session.execute(
+    await (await session.connection()).execute(
         update(Contact)
         .where(Contact.space_id == space_id, Contact.merged_into_id.in_(losers))
         .values(merged_into_id=survivor)
     )
-    await session.execute(
+    await (await session.connection()).execute(
         update(Contact)
         .where(Contact.id.in_(losers))
         .values(merged_into_id=survivor, updated_at=now)
@@ -262,12 +262,12 @@ async def update_contact(
             await _refuse_emails_of_others(session, space_id, target, payload.emails)
         for kind, rows in incoming.items():
             table = VALUE_TABLES[kind]
-            await session.execute(
+            await (await session.connection()).execute(
                 delete(table).where(table.space_id == space_id, table.contact_id == target)
             )
             await _insert_values(session, space_id, target, kind, list(enumerate(rows)))
         values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
-        await session.execute(
+        await (await session.connection()).execute(
             update(Contact)
             .where(Contact.id == target)
             .values(updated_at=utcnow(), **_primaries(values), **(slots or {}))

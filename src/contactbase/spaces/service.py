@@ -154,8 +154,9 @@ async def authenticate(session: AsyncSession, raw_key: str | None) -> Caller:
     """The caller behind a bearer key; 401 for unknown or revoked keys, 403 for a lapsed Space."""
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) not in KEY_LENGTHS:
         raise Unauthenticated()
+    # On the request's connection, not through the ORM session: this runs on every request.
     row = (
-        await session.execute(
+        await (await session.connection()).execute(
             select(
                 ApiKey.id,
                 ApiKey.permissions,

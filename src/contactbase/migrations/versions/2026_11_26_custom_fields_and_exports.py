@@ -71,11 +71,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("profile_field_23", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("profile_field_24", sa.Double(), nullable=True))
         batch_op.add_column(sa.Column("profile_field_25", sa.Double(), nullable=True))
-        batch_op.add_column(sa.Column("profile_field_26", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("profile_field_27", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("profile_field_28", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("profile_field_29", sa.DateTime(), nullable=True))
-        batch_op.add_column(sa.Column("profile_field_30", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("profile_field_26", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("profile_field_27", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("profile_field_28", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("profile_field_29", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("profile_field_30", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
