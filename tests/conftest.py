@@ -76,8 +76,8 @@ def is_postgres(database_url: str) -> bool:
 
 
 @pytest.fixture
-def settings(database_url: str) -> Settings:
-    return Settings(database_url=database_url, redis_url=None)
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, redis_url=None, export_dir=tmp_path / "exports")
 
 
 @pytest.fixture
