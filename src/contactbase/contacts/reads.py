@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import literal, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, to_wire
@@ -28,15 +28,23 @@ class StoredValue:
 async def stored_values(
     session: AsyncSession, space_id: int, contact_ids: Sequence[int]
 ) -> dict[str, list[StoredValue]]:
-    """Each collection's rows for these contacts, by contact id, then position."""
-    stored: dict[str, list[StoredValue]] = {}
-    for kind, table in VALUE_TABLES.items():
-        rows = await (await session.connection()).execute(
-            select(table.contact_id, table.position, table.value, table.normalised)
-            .where(table.space_id == space_id, table.contact_id.in_(contact_ids))
-            .order_by(table.contact_id, table.position)
-        )
-        stored[kind] = [StoredValue(*row) for row in rows]
+    """Each collection's rows for these contacts, by contact id, then position (one query)."""
+    parts = [
+        select(
+            literal(kind).label("kind"),
+            table.contact_id,
+            table.position,
+            table.value,
+            table.normalised,
+        ).where(table.space_id == space_id, table.contact_id.in_(contact_ids))
+        for kind, table in VALUE_TABLES.items()
+    ]
+    query = union_all(*parts).order_by(text("contact_id"), text("position"))
+    stored: dict[str, list[StoredValue]] = {kind: [] for kind in VALUE_TABLES}
+    for kind, contact_id, position, value, normalised in await (await session.connection()).execute(
+        query
+    ):
+        stored[kind].append(StoredValue(contact_id, position, value, normalised))
     return stored
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
+from contactbase.contacts.fast_create import insert_if_new
 from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail
 from contactbase.contacts.reads import (
     CONTACT_ROW,
@@ -83,6 +84,11 @@ async def create_contact(
     """
     incoming = {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS}
     slots = sent_slots(payload.custom_fields)
+    if session.get_bind().dialect.name == "postgresql":
+        created = await insert_if_new(session, space_id, incoming, slots)
+        if created is not None:
+            return created, True
+        # An email is known: resolve and merge (or refuse) as below.
 
     async def write() -> tuple[ContactDetail, bool]:
         owners = await _email_owners(session, space_id, incoming["emails"])
