@@ -91,7 +91,15 @@ class Database:
                 pool_timeout=10,
             )
             self.writer_engine = self.engine
-        self.reader = async_sessionmaker(self.engine, expire_on_commit=False)
+        # PostgreSQL reads run without BEGIN/COMMIT (two round trips fewer): under READ
+        # COMMITTED each statement has its own snapshot either way. SQLite reads keep a
+        # transaction, which gives them one WAL snapshot.
+        readers = (
+            self.engine
+            if self.is_sqlite
+            else self.engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
+        self.reader = async_sessionmaker(readers, expire_on_commit=False)
         self.writer = async_sessionmaker(self.writer_engine, expire_on_commit=False)
 
     async def dispose(self) -> None:
