@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import literal, select, text, union_all
+from sqlalchemy import CompoundSelect, Select, literal, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, to_wire
@@ -25,10 +25,10 @@ class StoredValue:
     normalised: str
 
 
-async def stored_values(
-    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
-) -> dict[str, list[StoredValue]]:
-    """Each collection's rows for these contacts, by contact id, then position (one query)."""
+def values_query(
+    space_id: int, contact_ids: Sequence[int]
+) -> CompoundSelect[str, int, int, str, str]:
+    """Every value row of these contacts, all four collections in one query."""
     parts = [
         select(
             literal(kind).label("kind"),
@@ -39,11 +39,17 @@ async def stored_values(
         ).where(table.space_id == space_id, table.contact_id.in_(contact_ids))
         for kind, table in VALUE_TABLES.items()
     ]
-    query = union_all(*parts).order_by(text("contact_id"), text("position"))
+    return union_all(*parts).order_by(text("contact_id"), text("position"))
+
+
+async def stored_values(
+    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
+) -> dict[str, list[StoredValue]]:
+    """Each collection's rows for these contacts, by contact id, then position."""
     stored: dict[str, list[StoredValue]] = {kind: [] for kind in VALUE_TABLES}
-    for kind, contact_id, position, value, normalised in await (await session.connection()).execute(
-        query
-    ):
+    connection = await session.connection()
+    rows = await connection.execute(values_query(space_id, contact_ids))
+    for kind, contact_id, position, value, normalised in rows:
         stored[kind].append(StoredValue(contact_id, position, value, normalised))
     return stored
 
@@ -77,11 +83,15 @@ def slots_of(row: Any) -> dict[str, Any]:
     return {slot: getattr(row, slot) for slot in SLOTS}
 
 
+def contact_row_query(space_id: int, contact_id: int) -> Select[Any]:
+    return select(*CONTACT_ROW).where(Contact.space_id == space_id, Contact.id == contact_id)
+
+
 async def contact_row(
     session: AsyncSession, space_id: int, contact_id: int, *, lock: bool = False
 ) -> Any:
     """The contact's row in the Space, or None; `lock` holds it until the transaction ends."""
-    query = select(*CONTACT_ROW).where(Contact.space_id == space_id, Contact.id == contact_id)
+    query = contact_row_query(space_id, contact_id)
     if lock:
         query = query.with_for_update()
     return (await (await session.connection()).execute(query)).one_or_none()

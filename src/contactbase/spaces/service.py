@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, invalid
@@ -150,25 +150,29 @@ async def revoke_key(session: AsyncSession, key_id: int) -> ApiKey:
     return key
 
 
+def key_lookup(key_hash: str) -> Select[Any]:
+    """The query behind every request: the live key with this hash, and its Space."""
+    return (
+        select(
+            ApiKey.id,
+            ApiKey.permissions,
+            Space.id,
+            Space.status,
+            Space.timezone,
+            Space.rate_limits,
+        )
+        .join(Space, Space.id == ApiKey.space_id)
+        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
+    )
+
+
 async def authenticate(session: AsyncSession, raw_key: str | None) -> Caller:
     """The caller behind a bearer key; 401 for unknown or revoked keys, 403 for a lapsed Space."""
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) not in KEY_LENGTHS:
         raise Unauthenticated()
     # On the request's connection, not through the ORM session: this runs on every request.
-    row = (
-        await (await session.connection()).execute(
-            select(
-                ApiKey.id,
-                ApiKey.permissions,
-                Space.id,
-                Space.status,
-                Space.timezone,
-                Space.rate_limits,
-            )
-            .join(Space, Space.id == ApiKey.space_id)
-            .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
-        )
-    ).one_or_none()
+    connection = await session.connection()
+    row = (await connection.execute(key_lookup(hash_key(raw_key)))).one_or_none()
     if row is None:
         raise Unauthenticated()
     key_id, permissions, space_id, status, timezone, rate_limits = row
