@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import CompoundSelect, Select, literal, select, text, union_all
+from sqlalchemy import bindparam, literal, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, to_wire
@@ -25,21 +25,22 @@ class StoredValue:
     normalised: str
 
 
-def values_query(
-    space_id: int, contact_ids: Sequence[int]
-) -> CompoundSelect[str, int, int, str, str]:
-    """Every value row of these contacts, all four collections in one query."""
-    parts = [
+# Every value row of some contacts, all four collections in one query; built once.
+VALUES_QUERY = union_all(
+    *(
         select(
             literal(kind).label("kind"),
             table.contact_id,
             table.position,
             table.value,
             table.normalised,
-        ).where(table.space_id == space_id, table.contact_id.in_(contact_ids))
+        ).where(
+            table.space_id == bindparam("space_id"),
+            table.contact_id.in_(bindparam("contact_ids", expanding=True)),
+        )
         for kind, table in VALUE_TABLES.items()
-    ]
-    return union_all(*parts).order_by(text("contact_id"), text("position"))
+    )
+).order_by(text("contact_id"), text("position"))
 
 
 async def stored_values(
@@ -48,7 +49,9 @@ async def stored_values(
     """Each collection's rows for these contacts, by contact id, then position."""
     stored: dict[str, list[StoredValue]] = {kind: [] for kind in VALUE_TABLES}
     connection = await session.connection()
-    rows = await connection.execute(values_query(space_id, contact_ids))
+    rows = await connection.execute(
+        VALUES_QUERY, {"space_id": space_id, "contact_ids": list(contact_ids)}
+    )
     for kind, contact_id, position, value, normalised in rows:
         stored[kind].append(StoredValue(contact_id, position, value, normalised))
     return stored
@@ -83,18 +86,20 @@ def slots_of(row: Any) -> dict[str, Any]:
     return {slot: getattr(row, slot) for slot in SLOTS}
 
 
-def contact_row_query(space_id: int, contact_id: int) -> Select[Any]:
-    return select(*CONTACT_ROW).where(Contact.space_id == space_id, Contact.id == contact_id)
+CONTACT_ROW_QUERY = select(*CONTACT_ROW).where(
+    Contact.space_id == bindparam("space_id"), Contact.id == bindparam("contact_id")
+)
+CONTACT_ROW_LOCKED = CONTACT_ROW_QUERY.with_for_update()
 
 
 async def contact_row(
     session: AsyncSession, space_id: int, contact_id: int, *, lock: bool = False
 ) -> Any:
     """The contact's row in the Space, or None; `lock` holds it until the transaction ends."""
-    query = contact_row_query(space_id, contact_id)
-    if lock:
-        query = query.with_for_update()
-    return (await (await session.connection()).execute(query)).one_or_none()
+    query = CONTACT_ROW_LOCKED if lock else CONTACT_ROW_QUERY
+    connection = await session.connection()
+    params = {"space_id": space_id, "contact_id": contact_id}
+    return (await connection.execute(query, params)).one_or_none()
 
 
 async def resolve(session: AsyncSession, space_id: int, contact_id: int) -> Any:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Select, select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.errors import Forbidden, InvalidInput, NotFound, Unauthenticated, invalid
@@ -150,20 +150,13 @@ async def revoke_key(session: AsyncSession, key_id: int) -> ApiKey:
     return key
 
 
-def key_lookup(key_hash: str) -> Select[Any]:
-    """The query behind every request: the live key with this hash, and its Space."""
-    return (
-        select(
-            ApiKey.id,
-            ApiKey.permissions,
-            Space.id,
-            Space.status,
-            Space.timezone,
-            Space.rate_limits,
-        )
-        .join(Space, Space.id == ApiKey.space_id)
-        .where(ApiKey.key_hash == key_hash, ApiKey.revoked_at.is_(None))
-    )
+# The query behind every request: the live key with this hash, and its Space. Built once, so
+# that a request neither builds nor re-adapts it (measurable per request on the hot path).
+KEY_LOOKUP = (
+    select(ApiKey.id, ApiKey.permissions, Space.id, Space.status, Space.timezone, Space.rate_limits)
+    .join(Space, Space.id == ApiKey.space_id)
+    .where(ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None))
+)
 
 
 async def authenticate(session: AsyncSession, raw_key: str | None) -> Caller:
@@ -172,7 +165,7 @@ async def authenticate(session: AsyncSession, raw_key: str | None) -> Caller:
         raise Unauthenticated()
     # On the request's connection, not through the ORM session: this runs on every request.
     connection = await session.connection()
-    row = (await connection.execute(key_lookup(hash_key(raw_key)))).one_or_none()
+    row = (await connection.execute(KEY_LOOKUP, {"key_hash": hash_key(raw_key)})).one_or_none()
     if row is None:
         raise Unauthenticated()
     key_id, permissions, space_id, status, timezone, rate_limits = row

@@ -1,0 +1,408 @@
+"""`make bench`: contactbase on PostgreSQL under wrk, beside pgbench running the same SQL.
+
+Starts contactbase (PostgreSQL, Redis limiter, WORKERS workers) with a Space whose limits are
+out of the way, drives each scenario with wrk, and measures the ceiling for create and get with
+pgbench running exactly the statements those requests run, over as many connections. Prints a
+table and writes bench/results/latest.json. `--quick`: create and get only.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import text
+from sqlalchemy.dialects import postgresql
+
+from contactbase.contacts.fast_create import STATEMENT
+from contactbase.contacts.reads import CONTACT_ROW_QUERY, VALUES_QUERY
+from contactbase.db import Database
+from contactbase.spaces.service import KEY_LOOKUP, hash_key
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from database import fresh_database
+from limiter import ensure_wrk, free_port, make_key
+
+ROOT = Path(__file__).resolve().parent.parent
+DATABASE_URL = os.environ.get(
+    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/contactbase_bench"
+)
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+RESULT = re.compile(r"BENCH (.*)")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+async def seed(count: int) -> tuple[int, int]:
+    """Bring the bench Space to `count` contacts with bulk SQL; the first and last seeded ids."""
+    db = Database(DATABASE_URL, pool_size=1)
+    async with db.writer() as session, session.begin():
+        space_id, have, last = (
+            await session.execute(
+                text(
+                    "SELECT s.id, count(c.id), coalesce(max(c.id), 0) FROM spaces s "
+                    "LEFT JOIN contacts c ON c.space_id = s.id WHERE s.name = 'bench' "
+                    "GROUP BY s.id"
+                )
+            )
+        ).one()
+        if have < count:
+            await session.execute(
+                text(
+                    "INSERT INTO contacts (space_id, email, name, phone, location, created_at,"
+                    " updated_at) SELECT :space, 'seed' || g || '@example.com', 'Seed ' || g,"
+                    " '+1234567890', 'New York, NY', now(), now()"
+                    " FROM generate_series(CAST(:start AS BIGINT), CAST(:stop AS BIGINT)) AS g"
+                ),
+                {"space": space_id, "start": have + 1, "stop": count},
+            )
+            await session.execute(
+                text(
+                    "INSERT INTO contact_emails (space_id, contact_id, position, value, normalised)"
+                    " SELECT space_id, id, 0, email, email FROM contacts"
+                    " WHERE space_id = :space AND id > :last"
+                ),
+                {"space": space_id, "last": last},
+            )
+        await session.execute(text("ANALYZE"))
+        first, last = (
+            await session.execute(
+                text("SELECT min(id), max(id) FROM contacts WHERE space_id = :space"),
+                {"space": space_id},
+            )
+        ).one()
+    await db.dispose()
+    return int(first), int(last)
+
+
+def sql_literal(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, list):
+        return "ARRAY[" + ", ".join(sql_literal(item) for item in value) + "]"
+    if isinstance(value, int | float):
+        return str(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def compiled(query: Any) -> str:
+    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
+    return " ".join(sql.split()) + ";"
+
+
+def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: Path) -> None:
+    """pgbench scripts running the SQL of a create and of a get, as the app sends it."""
+    auth = compiled(KEY_LOOKUP.params(key_hash=hash_key(key)))
+    who = "pgb-:client_id-:n"
+    params: dict[str, Any] = {
+        "space_id": space_id,
+        "now": "2026-11-26 00:00:00",
+        "email": f"{who}@example.com",
+        "phone": "+1234567890",
+        "name": "John Doe",
+        "location": "New York, NY",
+        "emails_positions": [0, 1],
+        "emails_values": [f"{who}@example.com", f"{who}@example.org"],
+        "emails_normalised": [f"{who}@example.com", f"{who}@example.org"],
+        "phones_positions": [0, 1],
+        "phones_values": ["+1234567890", "+0987654321"],
+        "phones_normalised": ["1234567890", "0987654321"],
+        "names_positions": [0, 1],
+        "names_values": ["John Doe", "Johnny"],
+        "names_normalised": ["John Doe", "Johnny"],
+        "locations_positions": [0, 1],
+        "locations_values": ["New York, NY", "Los Angeles, CA"],
+        "locations_normalised": ["New York, NY", "Los Angeles, CA"],
+    }
+    create = re.sub(r":(\w+)", lambda m: sql_literal(params.get(m.group(1))), STATEMENT.text)
+    (directory / "create.sql").write_text(
+        "\\set n random(1, 1000000000000)\nBEGIN;\n"
+        + auth
+        + "\n"
+        + " ".join(create.split())
+        + ";\nCOMMIT;\n"
+    )
+    # A get reads the contact's row and its values, outside a transaction.
+    (directory / "get.sql").write_text(
+        f"\\set id random({first}, {last})\n"
+        + auth
+        + "\n"
+        + compiled(CONTACT_ROW_QUERY.params(space_id=space_id, contact_id=1)).replace(
+            "contacts.id = 1", "contacts.id = :id"
+        )
+        + "\n"
+        + compiled(VALUES_QUERY.params(space_id=space_id, contact_ids=[1])).replace(
+            "IN (1)", "IN (:id)"
+        )
+        + "\n"
+    )
+
+
+def pgbench(script: Path, connections: int, seconds: int) -> float:
+    from sqlalchemy.engine import make_url
+
+    url = make_url(DATABASE_URL)
+    output = subprocess.run(
+        [
+            "pgbench",
+            "-h",
+            url.host or "127.0.0.1",
+            "-p",
+            str(url.port or 5432),
+            "-U",
+            url.username or "postgres",
+            "-n",
+            "-c",
+            str(connections),
+            "-j",
+            "2",
+            "-T",
+            str(seconds),
+            "-f",
+            str(script),
+            url.database or "",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = re.search(r"tps = ([0-9.]+)", output)
+    if match is None:
+        raise RuntimeError(output)
+    return float(match.group(1))
+
+
+def children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def peak_rss_mb(pids: list[int]) -> float:
+    peaks = []
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)
+
+
+def start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "CONTACTBASE_DATABASE_URL": DATABASE_URL,
+        "CONTACTBASE_REDIS_URL": REDIS_URL,
+        "CONTACTBASE_EXPORT_POLL_SECONDS": "5",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "contactbase.app:create_app",
+            "--factory",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        env=env,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                time.sleep(1)  # let every worker finish starting
+                return server
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    server.kill()
+    raise RuntimeError("the server did not start")
+
+
+def wrk(
+    wrk_path: str, port: int, script: str, args: list[str], seconds: int, connections: int
+) -> dict[str, float]:
+    output = subprocess.run(
+        [
+            wrk_path,
+            "-t2",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "-s",
+            str(ROOT / "bench" / script),
+            f"http://127.0.0.1:{port}",
+            "--",
+            *args,
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    match = RESULT.search(output)
+    if match is None:
+        raise RuntimeError(f"wrk printed no result:\n{output}")
+    figures = {
+        name: float(value) for name, value in (pair.split("=") for pair in match.group(1).split())
+    }
+    if figures["non2xx"] or figures["errors"]:
+        raise RuntimeError(f"failed requests: {figures}")
+    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
+    return figures
+
+
+def scenario(
+    wrk_path: str,
+    port: int,
+    workers: list[int],
+    script: str,
+    args: list[str],
+    seconds: int,
+    connections: int,
+) -> dict[str, float]:
+    """One wrk run after a short warm-up, with the workers' CPU time and peak memory."""
+    wrk(wrk_path, port, script, args, 2, connections)
+    before = cpu_seconds(workers)
+    figures = wrk(wrk_path, port, script, args, seconds, connections)
+    cpu = cpu_seconds(workers) - before
+    return {
+        "rps": round(figures["rps"], 1),
+        "p50_ms": figures["p50_us"] / 1000,
+        "p90_ms": figures["p90_us"] / 1000,
+        "p99_ms": figures["p99_us"] / 1000,
+        "cpu_s_per_1000": round(cpu / figures["requests"] * 1000, 3),
+        "rss_mb_per_worker": round(peak_rss_mb(workers), 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="create and get only")
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    seconds = 5 if args.quick else args.seconds
+    wrk_path = ensure_wrk()
+    fresh_database(DATABASE_URL)
+    key = asyncio.run(make_key())
+    first, last = asyncio.run(seed(10_000))
+    directory = ROOT / "bench" / "results"
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    server = start_server(port, args.workers)
+    results: dict[str, Any] = {"workers": args.workers, "connections": args.connections}
+    try:
+        workers = children(server.pid)
+        run = lambda name, script, extra: results.__setitem__(  # noqa: E731
+            name, scenario(wrk_path, port, workers, script, extra, seconds, args.connections)
+        )
+        tag = uuid.uuid4().hex[:8]
+        print("bench: create at 10,000 contacts ...", flush=True)
+        run("create", "create.lua", [key, tag])
+        print("bench: get by id ...", flush=True)
+        run("get", "read.lua", [key, str(first), str(last), "get"])
+        if not args.quick:
+            print("bench: create that merges ...", flush=True)
+            run("merge", "merge.lua", [key, tag, "10000"])
+            print("bench: list pages of 200 ...", flush=True)
+            run("list", "read.lua", [key, str(first), str(last), "list"])
+    finally:
+        server.terminate()
+        server.wait(20)
+    space_id = asyncio.run(space_of_bench())
+    ceiling_scripts(key, space_id, first, last, directory)
+    print("bench: ceilings (pgbench, same SQL, same connections) ...", flush=True)
+    results["create_ceiling_tps"] = round(
+        pgbench(directory / "create.sql", args.connections, seconds), 1
+    )
+    results["get_ceiling_tps"] = round(pgbench(directory / "get.sql", args.connections, seconds), 1)
+    if not args.quick:
+        print("bench: growing to 1,000,000 contacts (bulk SQL) ...", flush=True)
+        asyncio.run(seed(1_000_000))
+        server = start_server(port, args.workers)
+        try:
+            results["create_at_1m"] = scenario(
+                wrk_path,
+                port,
+                children(server.pid),
+                "create.lua",
+                [key, tag + "m"],
+                seconds,
+                args.connections,
+            )
+        finally:
+            server.terminate()
+            server.wait(20)
+    summary = summarise(results)
+    (directory / "latest.json").write_text(json.dumps(summary, indent=2))
+    print_table(summary)
+
+
+async def space_of_bench() -> int:
+    db = Database(DATABASE_URL, pool_size=1)
+    async with db.reader() as session:
+        space_id = int(await session.scalar(text("SELECT id FROM spaces WHERE name = 'bench'")))
+    await db.dispose()
+    return space_id
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    summary = dict(results)
+    summary["create_rps"] = results["create"]["rps"]
+    summary["get_rps"] = results["get"]["rps"]
+    summary["create_ratio"] = round(results["create"]["rps"] / results["create_ceiling_tps"], 3)
+    summary["get_ratio"] = round(results["get"]["rps"] / results["get_ceiling_tps"], 3)
+    summary["create_p99_ms"] = results["create"]["p99_ms"]
+    summary["rss_mb_per_worker"] = max(
+        value["rss_mb_per_worker"] for value in results.values() if isinstance(value, dict)
+    )
+    if "create_at_1m" in results:
+        summary["create_ratio_at_1m_vs_10k"] = round(
+            results["create_at_1m"]["rps"] / results["create"]["rps"], 3
+        )
+    return summary
+
+
+def print_table(summary: dict[str, Any]) -> None:
+    print(
+        f"\n{'scenario':<14}{'req/s':>9}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}"
+        f"{'CPU s/1k':>10}{'RSS MB':>8}"
+    )
+    for name, figures in summary.items():
+        if isinstance(figures, dict):
+            print(
+                f"{name:<14}{figures['rps']:>9.1f}{figures['p50_ms']:>9.1f}"
+                f"{figures['p90_ms']:>9.1f}{figures['p99_ms']:>9.1f}"
+                f"{figures['cpu_s_per_1000']:>10.2f}{figures['rss_mb_per_worker']:>8.1f}"
+            )
+    for name in (
+        "create_ceiling_tps",
+        "create_ratio",
+        "get_ceiling_tps",
+        "get_ratio",
+        "create_ratio_at_1m_vs_10k",
+    ):
+        if name in summary:
+            print(f"{name}: {summary[name]}")
+
+
+if __name__ == "__main__":
+    main()
