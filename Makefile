@@ -6,7 +6,7 @@ PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults bench bench-quick
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -38,6 +38,14 @@ lint: install
 	$(BIN)/ruff check src tests bench reliability
 	$(BIN)/ruff format --check src tests bench reliability
 	$(BIN)/mypy
+
+## Every scenario under wrk beside the pgbench ceiling; writes bench/results/latest.json.
+bench: install
+	$(BIN)/python bench/run.py
+
+## Create and get only, in under two minutes; same output file.
+bench-quick: install
+	$(BIN)/python bench/run.py --quick
 
 ## Create throughput with the Redis limiter vs in-process counting, side by side (PostgreSQL).
 bench-limiter: install
