@@ -83,12 +83,11 @@ class Database:
             self.engine = _sqlite_engine(self.url, begin="BEGIN", pool_size=pool_size)
             self.writer_engine = _sqlite_engine(self.url, begin="BEGIN IMMEDIATE", pool_size=1)
         else:
+            # No pre-ping (a round trip per request): a connection that died with the server
+            # fails its request with 503, and SQLAlchemy then discards the whole pool, so the
+            # next requests connect afresh.
             self.engine = create_async_engine(
-                self.url,
-                pool_size=pool_size,
-                max_overflow=pool_size,
-                pool_pre_ping=True,
-                pool_timeout=10,
+                self.url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10
             )
             self.writer_engine = self.engine
         # PostgreSQL reads run without BEGIN/COMMIT (two round trips fewer): under READ
