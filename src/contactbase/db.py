@@ -47,7 +47,9 @@ def async_url(url: str) -> URL:
 
 
 def _sqlite_engine(url: URL, *, begin: str, pool_size: int) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, pool_timeout=30)
+    engine = create_async_engine(
+        url, pool_size=pool_size, max_overflow=0, pool_timeout=30, hide_parameters=True
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -87,7 +89,11 @@ class Database:
             # fails its request with 503, and SQLAlchemy then discards the whole pool, so the
             # next requests connect afresh.
             self.engine = create_async_engine(
-                self.url, pool_size=pool_size, max_overflow=pool_size, pool_timeout=10
+                self.url,
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=10,
+                hide_parameters=True,  # values are personal data: never in logs or errors
             )
             self.writer_engine = self.engine
         # PostgreSQL reads run without BEGIN/COMMIT (two round trips fewer): under READ

@@ -56,8 +56,8 @@ class InvalidInput(DomainError):
 
     status_code = 422
 
-    def __init__(self, errors: dict[str, list[str]], **extra: Any) -> None:
-        super().__init__(laravel_summary(errors))
+    def __init__(self, errors: dict[str, list[str]], *, unlisted: int = 0, **extra: Any) -> None:
+        super().__init__(laravel_summary(errors, unlisted))
         self.errors = errors
         self.extra = extra
 
@@ -79,12 +79,12 @@ class ServiceUnavailable(DomainError):
     status_code = 503
 
 
-def laravel_summary(errors: dict[str, list[str]]) -> str:
+def laravel_summary(errors: dict[str, list[str]], unlisted: int = 0) -> str:
     """The first message, then "(and N more errors)" when there are more, as Laravel writes it."""
     messages = [message for field_messages in errors.values() for message in field_messages]
     if not messages:
         return "The given data was invalid."
-    more = len(messages) - 1
+    more = len(messages) - 1 + unlisted
     if more == 0:
         return messages[0]
     return f"{messages[0]} (and {more} more error{'s' if more > 1 else ''})"

@@ -51,6 +51,7 @@ MESSAGES = {
 }
 FALLBACK = "The {field} field is invalid."
 MAX_SHOWN = 60
+MAX_LISTED = 100
 
 
 def show(value: Any) -> str:
@@ -104,12 +105,14 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
 
 
 def invalid_input(errors: list[ErrorDetails]) -> InvalidInput:
-    """One InvalidInput holding every error, messages grouped by field path in order."""
+    """One InvalidInput holding the errors, messages grouped by field path in order: the first
+    MAX_LISTED of them, so that a body of 50,000 unknown keys does not get a 5 MB answer (the
+    summary still counts them all)."""
     grouped: dict[str, list[str]] = {}
-    for error in errors:
+    for error in errors[:MAX_LISTED]:
         field, message = _describe(error)
         grouped.setdefault(field, []).append(message)
-    return InvalidInput(grouped)
+    return InvalidInput(grouped, unlisted=max(0, len(errors) - MAX_LISTED))
 
 
 def parse_body(model: type[Model], raw: bytes) -> Model:

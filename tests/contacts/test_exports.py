@@ -351,11 +351,17 @@ async def test_unknown_and_foreign_exports_are_404(
 ) -> None:
     auth, other = await make_tenant(db, "Acme"), await make_tenant(db, "Other")
     export_id = await queue(client, auth)
-    for unknown in ("no-such-export", "00000000-0000-0000-0000-000000000000", "é", "nul\x00"):
+    shown = {
+        "no-such-export": "no-such-export",
+        "00000000-0000-0000-0000-000000000000": "00000000-0000-0000-0000-000000000000",
+        "é": "é",
+        "nul\x00": '"nul\\u0000"',  # an unprintable id is quoted, escaped
+    }
+    for unknown, echoed in shown.items():
         response = await client.get(f"{EXPORTS}/{quote(unknown, safe='')}", headers=auth)
         assert (response.status_code, response.json()) == (
             404,
-            {"message": f"No export with id {unknown}."},
+            {"message": f"No export with id {echoed}."},
         )
     assert await app.state.exports.run_once() is True
     foreign = await client.get(f"{EXPORTS}/{export_id}", headers=other)

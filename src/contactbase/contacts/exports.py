@@ -27,6 +27,7 @@ from contactbase.contacts.models import Contact, Export
 from contactbase.db import Database, is_unavailable
 from contactbase.errors import NotFound
 from contactbase.spaces.service import utcnow
+from contactbase.validation import show
 
 log = logging.getLogger("contactbase.exports")
 
@@ -70,7 +71,9 @@ async def find_export(session: AsyncSession, space_id: int, export_id: str) -> E
             select(Export).where(Export.space_id == space_id, Export.id == export_id)
         )
     if export is None:
-        raise NotFound(f"No export with id {export_id}.")
+        # Echo a plain id as it is; a long or unprintable one quoted and shortened.
+        plain = len(export_id) <= 64 and export_id.isprintable()
+        raise NotFound(f"No export with id {export_id if plain else show(export_id)}.")
     return export
 
 

@@ -8,7 +8,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializ
 from pydantic_core import PydanticCustomError
 
 from contactbase.contacts.custom_fields import CustomFields
-from contactbase.contacts.values import ValueRejected, clean_email, clean_phone, clean_text
+from contactbase.contacts.values import (
+    ValueRejected,
+    clean_email,
+    clean_phone,
+    clean_text,
+    has_control_characters,
+)
 
 MAX_ITEMS = 100
 
@@ -178,6 +184,16 @@ def _check_local_time(text: str | None) -> str | None:
 
 
 LocalTime = Annotated[str | None, AfterValidator(_check_local_time)]
+
+
+def _check_printable(text: str | None) -> str | None:
+    if text is not None and has_control_characters(text):
+        raise ValueRejected("control_characters")
+    return text
+
+
+# A look-up value: control characters (NUL above all, which PostgreSQL refuses) are a 422.
+Printable = Annotated[str | None, AfterValidator(_check_printable)]
 Flag = Annotated[bool, Field(description="1 or 0 (true or false).")]
 
 
@@ -210,8 +226,8 @@ class ListQuery(BaseModel):
     )
     per_page: int = Field(default=200, ge=1, le=5000)
     cursor: str | None = Field(default=None, description="next_cursor or prev_cursor of a page.")
-    email: str | None = Field(default=None, description="Only the contact owning this email.")
-    phone: str | None = Field(default=None, description="Contacts holding this phone (by digits).")
+    email: Printable = Field(default=None, description="Only the contact owning this email.")
+    phone: Printable = Field(default=None, description="Contacts holding this phone (by digits).")
     include_all_emails: Flag = False
     include_comet_tokens: Flag = False
     include_custom_fields: Flag = False
