@@ -4,10 +4,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
 from contactbase import __version__
@@ -16,6 +18,7 @@ from contactbase.contacts.router import router as contacts_router
 from contactbase.db import Database
 from contactbase.errors import DomainError
 from contactbase.middleware import Metrics, RequestContext
+from contactbase.openapi import hoist_definitions
 from contactbase.operations import router as operations_router
 from contactbase.operations import schema_head
 from contactbase.ratelimit import build_limiter
@@ -47,12 +50,27 @@ def as_domain_error(exc: Exception) -> DomainError:
 async def answer_error(request: Request, exc: Exception) -> Response:
     """The single mapping of expected errors to status and JSON body."""
     error = as_domain_error(exc)
-    extra_headers = exc.headers if isinstance(exc, HTTPException) else None
+    headers = error.headers()
+    if error.status_code == 405:
+        headers["Allow"] = ", ".join(allowed_methods(request))
     return Response(
         orjson.dumps(error.body()),
         status_code=error.status_code,
-        headers={**error.headers(), **(extra_headers or {})},
+        headers=headers,
         media_type="application/json",
+    )
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only one route's)."""
+    path = request.url.path
+    return sorted(
+        {
+            method
+            for route in request.app.routes
+            if isinstance(route, APIRoute) and route.path_regex.fullmatch(path)
+            for method in route.methods or ()
+        }
     )
 
 
@@ -91,6 +109,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.exports = exports
     app.state.schema_head = schema_head()
     app.state.signing_key = settings.secret_key.encode() if settings.secret_key else None
+    build_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        return hoist_definitions(build_openapi())
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(contacts_router)
     app.include_router(operations_router)
     for error in (DomainError, RequestValidationError, HTTPException):

@@ -54,10 +54,22 @@ def error_responses(*codes: int) -> dict[int | str, Any]:
 def json_body(model: type[BaseModel]) -> dict[str, Any]:
     """An `openapi_extra` documenting a JSON body that the route parses itself (after the key
     and limit checks, so that a bad key is a 401 before a bad body is a 422)."""
-    schema = model.model_json_schema()
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
     return {
         "requestBody": {
             "required": True,
             "content": {"application/json": {"schema": schema}},
         }
     }
+
+
+def hoist_definitions(document: dict[str, Any]) -> dict[str, Any]:
+    """Move the nested models of json_body schemas (pydantic's `$defs`) into
+    components.schemas, where their references point. Idempotent."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("requestBody", {}).get("content", {})
+            for media in content.values():
+                components.update(media.get("schema", {}).pop("$defs", {}))
+    return document

@@ -49,7 +49,12 @@ from contactbase.validation import message_for, parse_body
 router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
 
 ContactId = Annotated[
-    str, Path(description="A contact id; an alias id names its survivor.", examples=["17"])
+    str,
+    Path(
+        description="A contact id; an alias id names its survivor.",
+        examples=["17"],
+        json_schema_extra={"pattern": "^0*[1-9][0-9]*$"},
+    ),
 ]
 
 
@@ -309,6 +314,7 @@ async def get_export(
     summary="Download an export (signed link, no key)",
     response_class=FileResponse,
     responses={
+        **error_responses(422, 503),
         200: {"content": {"application/gzip": {}}, "description": "Gzipped NDJSON"},
         403: {"model": ERRORS[403][0], "description": "Link invalid or expired"},
     },

@@ -18,9 +18,17 @@ from contactbase.contacts.values import (
 
 MAX_ITEMS = 100
 
-Email = Annotated[str, AfterValidator(clean_email)]
-Phone = Annotated[str, AfterValidator(clean_phone)]
-Text = Annotated[str, AfterValidator(clean_text)]
+# The json_schema_extra only document the rules (the validators enforce them, with the API's
+# own messages).
+Email = Annotated[
+    str, AfterValidator(clean_email), Field(json_schema_extra={"format": "email", "minLength": 3})
+]
+Phone = Annotated[
+    str,
+    AfterValidator(clean_phone),
+    Field(json_schema_extra={"pattern": r"^\s*\+?[0-9 ().\-]{4,32}\s*$"}),
+]
+Text = Annotated[str, AfterValidator(clean_text), Field(json_schema_extra={"minLength": 1})]
 # Timestamps go out as 2026-11-26T08:00:00Z (UTC, whole seconds).
 Timestamp = Annotated[
     datetime, PlainSerializer(lambda value: value.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str)
