@@ -13,12 +13,10 @@ import os
 import re
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
 
-import httpx
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
@@ -29,14 +27,17 @@ from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from database import fresh_database
-from limiter import ensure_wrk, free_port, make_key
-
-ROOT = Path(__file__).resolve().parent.parent
-DATABASE_URL = os.environ.get(
-    "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/contactbase_bench"
+from harness import (
+    DATABASE_URL,
+    REDIS_URL,
+    ROOT,
+    ensure_wrk,
+    free_port,
+    make_key,
+    start_server,
+    wrk,
 )
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-RESULT = re.compile(r"BENCH (.*)")
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -201,86 +202,15 @@ def peak_rss_mb(pids: list[int]) -> float:
     return max(peaks)
 
 
-def start_server(port: int, workers: int) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "CONTACTBASE_DATABASE_URL": DATABASE_URL,
-        "CONTACTBASE_REDIS_URL": REDIS_URL,
-        "CONTACTBASE_EXPORT_POLL_SECONDS": "5",
-    }
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "contactbase.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                time.sleep(1)  # let every worker finish starting
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the server did not start")
-
-
-def wrk(
-    wrk_path: str, port: int, script: str, args: list[str], seconds: int, connections: int
-) -> dict[str, float]:
-    output = subprocess.run(
-        [
-            wrk_path,
-            "-t2",
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "-s",
-            str(ROOT / "bench" / script),
-            f"http://127.0.0.1:{port}",
-            "--",
-            *args,
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    match = RESULT.search(output)
-    if match is None:
-        raise RuntimeError(f"wrk printed no result:\n{output}")
-    figures = {
-        name: float(value) for name, value in (pair.split("=") for pair in match.group(1).split())
-    }
-    if figures["non2xx"] or figures["errors"]:
-        raise RuntimeError(f"failed requests: {figures}")
-    figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
-    return figures
-
-
 def scenario(
-    wrk_path: str,
-    port: int,
-    workers: list[int],
-    script: str,
-    args: list[str],
-    seconds: int,
-    connections: int,
+    wrk_path: str, port: int, workers: list[int], args: list[str], seconds: int, connections: int
 ) -> dict[str, float]:
-    """One wrk run after a short warm-up, with the workers' CPU time and peak memory."""
-    wrk(wrk_path, port, script, args, 2, connections)
+    """One wrk run (after a short warm-up with other emails) with the workers' CPU time and
+    peak memory. args: MODE KEY TAG SEEDED FIRST_ID LAST_ID, as bench/wrk.lua takes them."""
+    warm_up = [*args[:2], args[2] + "w", *args[3:]]
+    wrk(wrk_path, port, warm_up, 2, connections)
     before = cpu_seconds(workers)
-    figures = wrk(wrk_path, port, script, args, seconds, connections)
+    figures = wrk(wrk_path, port, args, seconds, connections)
     cpu = cpu_seconds(workers) - before
     return {
         "rps": round(figures["rps"], 1),
@@ -307,44 +237,39 @@ def main() -> None:
     directory = ROOT / "bench" / "results"
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    server = start_server(port, args.workers)
     results: dict[str, Any] = {"workers": args.workers, "connections": args.connections}
+    tag = uuid.uuid4().hex[:8]
+    seeded = ["10000", str(first), str(last)]
+    plan = [("create", "create at 10,000 contacts"), ("get", "get by id")]
+    if not args.quick:
+        plan += [("merge", "create that merges"), ("list", "list pages of 200")]
+    server = start_server(port, args.workers, REDIS_URL)
     try:
         workers = children(server.pid)
-        run = lambda name, script, extra: results.__setitem__(  # noqa: E731
-            name, scenario(wrk_path, port, workers, script, extra, seconds, args.connections)
-        )
-        tag = uuid.uuid4().hex[:8]
-        print("bench: create at 10,000 contacts ...", flush=True)
-        run("create", "create.lua", [key, tag])
-        print("bench: get by id ...", flush=True)
-        run("get", "read.lua", [key, str(first), str(last), "get"])
-        if not args.quick:
-            print("bench: create that merges ...", flush=True)
-            run("merge", "merge.lua", [key, tag, "10000"])
-            print("bench: list pages of 200 ...", flush=True)
-            run("list", "read.lua", [key, str(first), str(last), "list"])
+        for mode, title in plan:
+            print(f"bench: {title} ...", flush=True)
+            results[mode] = scenario(
+                wrk_path, port, workers, [mode, key, tag, *seeded], seconds, args.connections
+            )
     finally:
         server.terminate()
         server.wait(20)
     space_id = asyncio.run(space_of_bench())
     ceiling_scripts(key, space_id, first, last, directory)
     print("bench: ceilings (pgbench, same SQL, same connections) ...", flush=True)
-    results["create_ceiling_tps"] = round(
-        pgbench(directory / "create.sql", args.connections, seconds), 1
-    )
-    results["get_ceiling_tps"] = round(pgbench(directory / "get.sql", args.connections, seconds), 1)
+    for mode in ("create", "get"):
+        tps = pgbench(directory / f"{mode}.sql", args.connections, seconds)
+        results[f"{mode}_ceiling_tps"] = round(tps, 1)
     if not args.quick:
         print("bench: growing to 1,000,000 contacts (bulk SQL) ...", flush=True)
         asyncio.run(seed(1_000_000))
-        server = start_server(port, args.workers)
+        server = start_server(port, args.workers, REDIS_URL)
         try:
             results["create_at_1m"] = scenario(
                 wrk_path,
                 port,
                 children(server.pid),
-                "create.lua",
-                [key, tag + "m"],
+                ["create", key, tag + "m", *seeded],
                 seconds,
                 args.connections,
             )

@@ -1,6 +1,9 @@
 """Small typed factories for test data, made through the same services the CLI uses."""
 
 from collections.abc import Mapping, Sequence
+from typing import Any
+
+import httpx
 
 from contactbase.db import Database
 from contactbase.ratelimit import ENDPOINTS
@@ -49,6 +52,16 @@ async def make_tenant(
     """A new Space with a read-write key: the Authorization header to use it."""
     space_id = await make_space(db, name, timezone, limits)
     return bearer(await make_key(db, space_id))
+
+
+async def add_contact(
+    client: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any]
+) -> dict[str, Any]:
+    """Create (or merge) a contact through the API: its ContactDetail."""
+    response = await client.post(CONTACTS, json=body, headers=auth)
+    assert response.status_code in (200, 201), response.text
+    detail: dict[str, Any] = response.json()
+    return detail
 
 
 def bearer(key: str) -> dict[str, str]:

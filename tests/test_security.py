@@ -12,7 +12,6 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
@@ -28,7 +27,7 @@ from contactbase.cli import app as cli_app
 from contactbase.db import Database
 from contactbase.settings import Settings
 from contactbase.spaces.deps import CanGet
-from tests.factories import CONTACTS, SEED, bearer, make_key, make_space, make_tenant
+from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space, make_tenant
 
 Auth = dict[str, str]
 EXPORTS = f"{CONTACTS}/exports"
@@ -37,22 +36,6 @@ UNAUTHENTICATED = {"message": "Unauthenticated."}
 URL_SAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nope"
 LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "contactbase", "sqlalchemy", "aiosqlite")
-
-
-@pytest.fixture
-async def app(settings: Settings, db: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    """The real app, writing export files into the test's own directory."""
-    application = create_app(settings.model_copy(update={"export_dir": tmp_path / "exports"}))
-    yield application
-    await application.state.limiter.close()
-    await application.state.db.dispose()
-
-
-async def add(client: httpx.AsyncClient, auth: Auth, body: dict[str, Any]) -> dict[str, Any]:
-    response = await client.post(CONTACTS, json=body, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    detail: dict[str, Any] = response.json()
-    return detail
 
 
 async def fetch(client: httpx.AsyncClient, auth: Auth, contact_id: int) -> dict[str, Any]:
@@ -84,7 +67,7 @@ async def test_a_foreign_contact_id_answers_exactly_as_an_unused_one(
 ) -> None:
     """GET and PUT of Space B's id, asked by A, before and after B's contact exists."""
     space_a, space_b = await make_tenant(db, "A"), await make_tenant(db, "B")
-    mine = await add(client, space_a, {"emails": ["a@example.com"]})
+    mine = await add_contact(client, space_a, {"emails": ["a@example.com"]})
     unused = mine["id"] + 1
     change = {"names": ["Mallory"], "emails": ["mallory@example.com"]}
 
@@ -96,7 +79,7 @@ async def test_a_foreign_contact_id_answers_exactly_as_an_unused_one(
         ]
 
     before = await probe()
-    theirs = await add(client, space_b, SEED)
+    theirs = await add_contact(client, space_b, SEED)
     assert theirs["id"] == unused
     after = await probe()
     assert after == before
@@ -113,7 +96,7 @@ async def test_a_foreign_email_makes_a_separate_contact(
 ) -> None:
     """Neither a 409 (naming B's id) nor a merge into B's contact; B's contact is untouched."""
     space_a, space_b = await make_tenant(db, "A"), await make_tenant(db, "B")
-    theirs = await add(client, space_b, SEED)
+    theirs = await add_contact(client, space_b, SEED)
     refused = await client.post(
         f"{CONTACTS}?on_conflict=error",
         json={"emails": ["JOHN@example.com"], "names": ["Imposter"]},
@@ -133,7 +116,7 @@ async def test_a_foreign_email_makes_a_separate_contact(
     assert merged.status_code == 200
     assert merged.json()["id"] == mine["id"]
     assert merged.json()["emails"] == ["JOHN@example.com", "johnny@example.com"]
-    other = await add(client, space_a, {"emails": ["other@example.com"]})
+    other = await add_contact(client, space_a, {"emails": ["other@example.com"]})
     moved = await client.put(
         f"{CONTACTS}/{other['id']}", json={"emails": ["Johnny@example.com"]}, headers=space_a
     )
@@ -153,9 +136,9 @@ async def test_lists_and_look_ups_show_only_the_own_space(
     space_a, space_b = await make_tenant(db, "A"), await make_tenant(db, "B")
     mine, theirs = [], []
     for n in range(3):
-        mine.append(await add(client, space_a, {"emails": [f"a{n}@example.com"]}))
+        mine.append(await add_contact(client, space_a, {"emails": [f"a{n}@example.com"]}))
         theirs.append(
-            await add(
+            await add_contact(
                 client,
                 space_b,
                 {"emails": [f"b{n}@example.com", f"a{n}@example.com"], "phones": ["+1 555 0100"]},
@@ -191,8 +174,8 @@ async def test_a_foreign_cursor_is_refused_like_a_forged_one(
 ) -> None:
     space_a, space_b = await make_tenant(db, "A"), await make_tenant(db, "B")
     for n in range(2):
-        await add(client, space_a, {"emails": [f"a{n}@example.com"]})
-        await add(client, space_b, {"emails": [f"b{n}@example.com"]})
+        await add_contact(client, space_a, {"emails": [f"a{n}@example.com"]})
+        await add_contact(client, space_b, {"emails": [f"b{n}@example.com"]})
     token = (await listed(client, space_b, {"per_page": "1"}))["next_cursor"]
     assert isinstance(token, str)
     forged = token[:-1] + ("A" if token[-1] != "A" else "B")
@@ -209,10 +192,10 @@ async def test_exports_are_confined_to_their_space(
     client: httpx.AsyncClient, app: FastAPI, db: Database
 ) -> None:
     space_a, space_b = await make_tenant(db, "A"), await make_tenant(db, "B")
-    mine = [await add(client, space_a, {"emails": ["shared@example.com"], "names": ["A"]})]
-    await add(client, space_b, {"emails": ["shared@example.com"], "names": ["B"]})
-    mine.append(await add(client, space_a, {"emails": ["a@example.com"]}))
-    await add(client, space_b, {"emails": ["b@example.com"]})
+    mine = [await add_contact(client, space_a, {"emails": ["shared@example.com"], "names": ["A"]})]
+    await add_contact(client, space_b, {"emails": ["shared@example.com"], "names": ["B"]})
+    mine.append(await add_contact(client, space_a, {"emails": ["a@example.com"]}))
+    await add_contact(client, space_b, {"emails": ["b@example.com"]})
     queued = {}
     for name, auth in (("a", space_a), ("b", space_b)):
         response = await client.post(EXPORTS, json=ALL_TIME, headers=auth)

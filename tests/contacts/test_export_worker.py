@@ -5,7 +5,6 @@ the download links it makes possible, which refuse anything but an intact, unexp
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,6 @@ from tests.contacts.test_exports import (
     ALL_TIME,
     EXPORTS,
     REFUSED,
-    add,
     download,
     export,
     invalid,
@@ -35,22 +33,14 @@ from tests.contacts.test_exports import (
     queue,
     the_signing_key,
 )
-from tests.factories import bearer, make_key, make_space, make_tenant
+from tests.factories import add_contact, bearer, make_key, make_space, make_tenant
 
 Auth = dict[str, str]
 
 
 @pytest.fixture
-def export_dir(tmp_path: Path) -> Path:
-    return tmp_path / "exports"
-
-
-@pytest.fixture
-async def app(settings: Settings, db: Database, export_dir: Path) -> AsyncIterator[FastAPI]:
-    """The real app, writing its export files into the test's own directory."""
-    application = build(settings, export_dir)
-    yield application
-    await close(application)
+def export_dir(settings: Settings) -> Path:
+    return settings.export_dir
 
 
 def build(settings: Settings, export_dir: Path, **changes: Any) -> FastAPI:
@@ -105,7 +95,7 @@ async def test_an_export_queued_before_a_restart_is_completed_after_it(
     auth = await make_tenant(db)
     before = build(settings, export_dir)
     async with http(before) as client:
-        contact = await add(client, auth, {"emails": ["kept@example.com"]})
+        contact = await add_contact(client, auth, {"emails": ["kept@example.com"]})
         export_id = await queue(client, auth)
     await close(before)  # the process ends with the export still queued
 
@@ -123,7 +113,7 @@ async def test_two_workers_never_run_one_export_twice(
     client: httpx.AsyncClient, settings: Settings, db: Database, export_dir: Path
 ) -> None:
     auth = await make_tenant(db)
-    contact = await add(client, auth, {"emails": ["once@example.com"]})
+    contact = await add_contact(client, auth, {"emails": ["once@example.com"]})
     elsewhere = Database(settings.database_url, pool_size=2)  # as a second process would
     try:
         # Two in this process (one engine) and one in another.
@@ -148,7 +138,7 @@ async def test_an_abandoned_export_is_taken_up_again(
     client: httpx.AsyncClient, app: FastAPI, db: Database, export_dir: Path, attempts: int
 ) -> None:
     auth = await make_tenant(db)
-    contact = await add(client, auth, {"emails": ["again@example.com"]})
+    contact = await add_contact(client, auth, {"emails": ["again@example.com"]})
     export_id = await queue(client, auth)
     await abandon(db, export_id, attempts)
     status = await poll(client, auth, export_id)
@@ -184,7 +174,7 @@ async def test_an_export_that_failed_max_attempts_times_ends_failed(
     client: httpx.AsyncClient, app: FastAPI, db: Database, export_dir: Path
 ) -> None:
     auth = await make_tenant(db)
-    await add(client, auth, {"emails": ["never@example.com"]})
+    await add_contact(client, auth, {"emails": ["never@example.com"]})
     export_id = await queue(client, auth)
     await abandon(db, export_id, MAX_ATTEMPTS)
     assert await app.state.exports.run_once() is True
@@ -229,7 +219,7 @@ async def test_the_lifespan_runs_the_worker(
     try:
         async with application.router.lifespan_context(application), http(application) as client:
             auth = await make_tenant(db)
-            contact = await add(client, auth, {"emails": ["loop@example.com"]})
+            contact = await add_contact(client, auth, {"emails": ["loop@example.com"]})
             export_id = await queue(client, auth)
             status = await until_completed(client, auth, export_id)
             assert status["status"] == "completed"
@@ -283,7 +273,7 @@ async def test_tampered_expired_and_foreign_links_are_refused(
     client: httpx.AsyncClient, app: FastAPI, db: Database
 ) -> None:
     auth, other = await make_tenant(db, "Acme"), await make_tenant(db, "Other")
-    await add(client, auth, {"emails": ["mine@example.com"]})
+    await add_contact(client, auth, {"emails": ["mine@example.com"]})
     export_id = await queue(client, auth)
     other_id = await queue(client, other)
     assert await app.state.exports.run_once() is True

@@ -6,9 +6,7 @@ import asyncio
 import gzip
 import json
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
@@ -17,12 +15,10 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from contactbase.app import create_app
 from contactbase.contacts.exports import sign_download
 from contactbase.db import Database
-from contactbase.settings import Settings
 from contactbase.spaces.service import signing_secret
-from tests.factories import CONTACTS, SEED, bearer, make_key, make_space, make_tenant
+from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space, make_tenant
 
 EXPORTS = f"{CONTACTS}/exports"
 WIRE = "%Y-%m-%dT%H:%M:%SZ"
@@ -32,23 +28,6 @@ QUEUED = "The export is queued."
 REFUSED = {"message": "This download link is invalid or has expired."}
 LINE_KEYS = ["id", "email", "name", "phone", "location", "created_at"]
 Auth = dict[str, str]
-
-
-@pytest.fixture
-async def app(settings: Settings, db: Database, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    """The real app, writing its export files into the test's own directory."""
-    application = create_app(settings.model_copy(update={"export_dir": tmp_path / "exports"}))
-    yield application
-    await application.state.limiter.close()
-    await application.state.db.dispose()
-
-
-async def add(client: httpx.AsyncClient, auth: Auth, body: dict[str, Any]) -> dict[str, Any]:
-    """Create (or merge) a contact: its ContactDetail."""
-    response = await client.post(CONTACTS, json=body, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    detail: dict[str, Any] = response.json()
-    return detail
 
 
 async def queue(client: httpx.AsyncClient, auth: Auth, window: dict[str, str] = ALL_TIME) -> str:
@@ -180,13 +159,15 @@ async def test_the_file_has_one_line_per_contact_of_the_space_with_primary_value
     client: httpx.AsyncClient, app: FastAPI, db: Database
 ) -> None:
     auth, other = await make_tenant(db, "Acme"), await make_tenant(db, "Other")
-    full = await add(client, auth, SEED)
-    bare = await add(client, auth, {"emails": ["solo@example.com"]})
-    survivor = await add(client, auth, {"emails": ["ann@example.com"], "names": ["Ann"]})
-    alias = await add(client, auth, {"emails": ["bo@example.com"], "phones": ["+44 20 7946"]})
-    merged = await add(client, auth, {"emails": ["bo@example.com", "ann@example.com"]})
+    full = await add_contact(client, auth, SEED)
+    bare = await add_contact(client, auth, {"emails": ["solo@example.com"]})
+    survivor = await add_contact(client, auth, {"emails": ["ann@example.com"], "names": ["Ann"]})
+    alias = await add_contact(
+        client, auth, {"emails": ["bo@example.com"], "phones": ["+44 20 7946"]}
+    )
+    merged = await add_contact(client, auth, {"emails": ["bo@example.com", "ann@example.com"]})
     assert merged["id"] == survivor["id"] < alias["id"]
-    await add(client, other, {"emails": ["john@example.com"], "names": ["Not Acme"]})
+    await add_contact(client, other, {"emails": ["john@example.com"], "names": ["Not Acme"]})
     lines = await export(client, app, auth)
     assert lines == [line(full), line(bare), line(merged)]
     assert [list(item) for item in lines] == [LINE_KEYS] * 3
@@ -207,10 +188,10 @@ async def test_the_window_is_inclusive_and_in_the_space_timezone(
 ) -> None:
     zone = "Asia/Kolkata"  # UTC+05:30: a window read as UTC would miss every contact
     auth = await make_tenant(db, timezone=zone)
-    first = await add(client, auth, {"emails": ["first@example.com"]})
+    first = await add_contact(client, auth, {"emails": ["first@example.com"]})
     t1 = moment(first["created_at"])
     await asyncio.sleep(max(0.0, t1.timestamp() + 1.05 - time.time()))  # the next second has begun
-    second = await add(client, auth, {"emails": ["second@example.com"]})
+    second = await add_contact(client, auth, {"emails": ["second@example.com"]})
     t2 = moment(second["created_at"])
     assert t2 > t1
     one = timedelta(seconds=1)

@@ -6,11 +6,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, literal, select, text, union_all
+from sqlalchemy import ColumnElement, bindparam, literal, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, to_wire
-from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail, ContactPhone
+from contactbase.contacts.models import (
+    VALUE_TABLES,
+    Contact,
+    ContactEmail,
+    ContactPhone,
+    ContactValue,
+)
 from contactbase.contacts.pagination import Cursor
 from contactbase.contacts.schemas import ContactDetail
 from contactbase.contacts.values import normalise_email, normalise_phone
@@ -148,6 +154,13 @@ def creation_window(
     )
 
 
+def _holds(table: type[ContactValue], space_id: int, normalised: str) -> ColumnElement[bool]:
+    """The contact holds a value of this normal form in `table`."""
+    return Contact.id.in_(
+        select(table.contact_id).where(table.space_id == space_id, table.normalised == normalised)
+    )
+
+
 async def list_contacts(
     session: AsyncSession,
     space_id: int,
@@ -167,23 +180,9 @@ async def list_contacts(
     if filters.end is not None:
         query = query.where(Contact.created_at < filters.end)
     if filters.email is not None:
-        query = query.where(
-            Contact.id.in_(
-                select(ContactEmail.contact_id).where(
-                    ContactEmail.space_id == space_id,
-                    ContactEmail.normalised == normalise_email(filters.email),
-                )
-            )
-        )
+        query = query.where(_holds(ContactEmail, space_id, normalise_email(filters.email)))
     if filters.phone is not None:
-        query = query.where(
-            Contact.id.in_(
-                select(ContactPhone.contact_id).where(
-                    ContactPhone.space_id == space_id,
-                    ContactPhone.normalised == normalise_phone(filters.phone),
-                )
-            )
-        )
+        query = query.where(_holds(ContactPhone, space_id, normalise_phone(filters.phone)))
     backwards = cursor is not None and not cursor.forward
     if cursor is not None:
         query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)

@@ -200,6 +200,14 @@ def _check_printable(text: str | None) -> str | None:
     return text
 
 
+def _check_order(start: str | None, end: str | None) -> None:
+    """end_date may not be before start_date (checked formats compare as the times do)."""
+    if start and end and end < start:
+        raise PydanticCustomError(
+            "date_order", "end_date is before start_date", {"field": "end_date", "value": end}
+        )
+
+
 # A look-up value: control characters (NUL above all, which PostgreSQL refuses) are a 422.
 Printable = Annotated[str | None, AfterValidator(_check_printable)]
 Flag = Annotated[bool, Field(description="1 or 0 (true or false).")]
@@ -243,13 +251,7 @@ class ListQuery(BaseModel):
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> "ListQuery":
-        # Same format, so the strings compare as the times do.
-        if self.start_date and self.end_date and self.end_date < self.start_date:
-            raise PydanticCustomError(
-                "date_order",
-                "end_date is before start_date",
-                {"field": "end_date", "value": self.end_date},
-            )
+        _check_order(self.start_date, self.end_date)
         return self
 
 
@@ -291,12 +293,7 @@ class ExportRequest(BaseModel):
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> "ExportRequest":
-        if self.end_date < self.start_date:
-            raise PydanticCustomError(
-                "date_order",
-                "end_date is before start_date",
-                {"field": "end_date", "value": self.end_date},
-            )
+        _check_order(self.start_date, self.end_date)
         return self
 
 
