@@ -1,9 +1,10 @@
 -- wrk script for every scenario. Arguments (after --): MODE KEY TAG SEEDED FIRST_ID LAST_ID
+-- [PAUSE_MS]: each connection waits about that long between requests (a paced, lighter load).
 --   create: a seed-shaped contact (2 emails, phones, names, locations) with unique emails
 --   merge:  one of the SEEDED emails (seed1..seedN@example.com), so it merges, with a new phone
 --   get:    a random contact id between FIRST_ID and LAST_ID
 --   list:   the first page of 200
-local mode, key, tag, seeded, first, last
+local mode, key, tag, seeded, first, last, pause
 local counter = 0
 local threads = 0
 
@@ -15,7 +16,13 @@ end
 function init(args)
   mode, key, tag = args[1], args[2], args[3]
   seeded, first, last = tonumber(args[4]), tonumber(args[5]), tonumber(args[6])
+  pause = tonumber(args[7] or "0")
   math.randomseed(os.time() + thread_id * 7919)
+end
+
+function delay()
+  -- Uniformly 0..2x the mean, so that the connections do not fall into step and arrive in bursts.
+  return math.random(0, 2 * pause)
 end
 
 local function post(body)
