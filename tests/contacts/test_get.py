@@ -7,18 +7,9 @@ import httpx
 import pytest
 
 from contactbase.db import Database
-from tests.factories import CONTACTS, SEED, make_tenant
+from tests.factories import CONTACTS, SEED, add_contact, make_tenant
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
-
-
-async def create(
-    client: httpx.AsyncClient, auth: dict[str, str], body: dict[str, Any]
-) -> dict[str, Any]:
-    response = await client.post(CONTACTS, json=body, headers=auth)
-    assert response.status_code in (200, 201), response.text
-    created: dict[str, Any] = response.json()
-    return created
 
 
 def not_found(contact_id: str) -> dict[str, str]:
@@ -32,7 +23,7 @@ def bad_id(shown: str) -> dict[str, Any]:
 
 async def test_returns_the_full_contact_detail(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
+    created = await add_contact(client, auth, SEED)
     response = await client.get(f"{CONTACTS}/{created['id']}", headers=auth)
     assert response.status_code == 200
     body = response.json()
@@ -51,7 +42,7 @@ async def test_returns_the_full_contact_detail(client: httpx.AsyncClient, db: Da
 
 async def test_empty_collections_are_empty_arrays(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, {"emails": ["solo@example.com"]})
+    created = await add_contact(client, auth, {"emails": ["solo@example.com"]})
     body = (await client.get(f"{CONTACTS}/{created['id']}", headers=auth)).json()
     assert body == {
         "id": created["id"],
@@ -68,8 +59,8 @@ async def test_primary_stays_first_after_values_are_appended(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
-    await create(
+    created = await add_contact(client, auth, SEED)
+    await add_contact(
         client,
         auth,
         {
@@ -92,8 +83,8 @@ async def test_contact_of_another_space_is_not_found(
 ) -> None:
     space_a = await make_tenant(db, "A")
     space_b = await make_tenant(db, "B")
-    own = await create(client, space_a, {"emails": ["a@example.com"]})
-    foreign = await create(client, space_b, SEED)
+    own = await add_contact(client, space_a, {"emails": ["a@example.com"]})
+    foreign = await add_contact(client, space_b, SEED)
     response = await client.get(f"{CONTACTS}/{foreign['id']}", headers=space_a)
     assert response.status_code == 404
     assert response.json() == not_found(str(foreign["id"]))
@@ -115,10 +106,10 @@ async def test_contact_of_another_space_is_not_found(
 async def test_alias_of_another_space_is_not_found(client: httpx.AsyncClient, db: Database) -> None:
     space_a = await make_tenant(db, "A")
     space_b = await make_tenant(db, "B")
-    await create(client, space_a, {"emails": ["a@example.com"]})
-    first = await create(client, space_b, {"emails": ["x@example.com"]})
-    second = await create(client, space_b, {"emails": ["y@example.com"]})
-    await create(client, space_b, {"emails": ["x@example.com", "y@example.com"]})
+    await add_contact(client, space_a, {"emails": ["a@example.com"]})
+    first = await add_contact(client, space_b, {"emails": ["x@example.com"]})
+    second = await add_contact(client, space_b, {"emails": ["y@example.com"]})
+    await add_contact(client, space_b, {"emails": ["x@example.com", "y@example.com"]})
     for contact_id in (first["id"], second["id"]):
         response = await client.get(f"{CONTACTS}/{contact_id}", headers=space_a)
         assert response.status_code == 404
@@ -143,7 +134,7 @@ async def test_id_that_is_not_a_positive_integer_is_422(
     client: httpx.AsyncClient, db: Database, raw: str, shown: str
 ) -> None:
     auth = await make_tenant(db)
-    await create(client, auth, {"emails": ["a@example.com"]})
+    await add_contact(client, auth, {"emails": ["a@example.com"]})
     response = await client.get(f"{CONTACTS}/{raw}", headers=auth)
     assert response.status_code == 422
     assert response.json() == bad_id(shown)
@@ -154,7 +145,7 @@ async def test_integer_too_large_to_exist_is_404(
     client: httpx.AsyncClient, db: Database, raw: str
 ) -> None:
     auth = await make_tenant(db)
-    await create(client, auth, {"emails": ["a@example.com"]})
+    await add_contact(client, auth, {"emails": ["a@example.com"]})
     response = await client.get(f"{CONTACTS}/{raw}", headers=auth)
     assert response.status_code == 404
     body = response.json()
@@ -174,7 +165,7 @@ async def test_largest_id_is_an_ordinary_unknown_id(
 
 async def test_leading_zeros_name_the_same_contact(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, {"emails": ["a@example.com"]})
+    created = await add_contact(client, auth, {"emails": ["a@example.com"]})
     response = await client.get(f"{CONTACTS}/000{created['id']}", headers=auth)
     assert response.status_code == 200
     assert response.json()["id"] == created["id"]
@@ -182,8 +173,8 @@ async def test_leading_zeros_name_the_same_contact(client: httpx.AsyncClient, db
 
 async def test_alias_id_resolves_to_the_survivor(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    first = await create(client, auth, {"emails": ["a@example.com"], "names": ["A"]})
-    second = await create(
+    first = await add_contact(client, auth, {"emails": ["a@example.com"], "names": ["A"]})
+    second = await add_contact(
         client, auth, {"emails": ["b@example.com"], "phones": ["+1234567890"], "names": ["B"]}
     )
     merged = await client.post(
@@ -210,11 +201,11 @@ async def test_alias_of_an_alias_resolves_to_the_final_survivor(
     client: httpx.AsyncClient, db: Database
 ) -> None:
     auth = await make_tenant(db)
-    first = await create(client, auth, {"emails": ["a@example.com"]})
-    second = await create(client, auth, {"emails": ["b@example.com"]})
-    third = await create(client, auth, {"emails": ["c@example.com"]})
-    await create(client, auth, {"emails": ["b@example.com", "c@example.com"]})
-    await create(client, auth, {"emails": ["a@example.com", "c@example.com"]})
+    first = await add_contact(client, auth, {"emails": ["a@example.com"]})
+    second = await add_contact(client, auth, {"emails": ["b@example.com"]})
+    third = await add_contact(client, auth, {"emails": ["c@example.com"]})
+    await add_contact(client, auth, {"emails": ["b@example.com", "c@example.com"]})
+    await add_contact(client, auth, {"emails": ["a@example.com", "c@example.com"]})
     for contact_id in (first["id"], second["id"], third["id"]):
         response = await client.get(f"{CONTACTS}/{contact_id}", headers=auth)
         assert response.status_code == 200
@@ -240,7 +231,7 @@ async def test_cometly_options_add_empty_arrays(
     client: httpx.AsyncClient, db: Database, query: str, added: dict[str, list[Any]]
 ) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
+    created = await add_contact(client, auth, SEED)
     plain = await client.get(f"{CONTACTS}/{created['id']}", headers=auth)
     assert plain.status_code == 200
     assert set(plain.json()) == {
@@ -259,7 +250,7 @@ async def test_cometly_options_add_empty_arrays(
 
 async def test_unknown_query_parameter_is_422(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
+    created = await add_contact(client, auth, SEED)
     response = await client.get(f"{CONTACTS}/{created['id']}?include_everything=1", headers=auth)
     assert response.status_code == 422
     message = "The include_everything field is not allowed."
@@ -268,7 +259,7 @@ async def test_unknown_query_parameter_is_422(client: httpx.AsyncClient, db: Dat
 
 async def test_option_that_is_not_a_flag_is_422(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
+    created = await add_contact(client, auth, SEED)
     response = await client.get(f"{CONTACTS}/{created['id']}?include_events=maybe", headers=auth)
     assert response.status_code == 422
     message = 'The include_events field must be 1, 0, true or false ("maybe").'
@@ -277,7 +268,7 @@ async def test_option_that_is_not_a_flag_is_422(client: httpx.AsyncClient, db: D
 
 async def test_without_a_key_is_401(client: httpx.AsyncClient, db: Database) -> None:
     auth = await make_tenant(db)
-    created = await create(client, auth, SEED)
+    created = await add_contact(client, auth, SEED)
     response = await client.get(f"{CONTACTS}/{created['id']}")
     assert response.status_code == 401
     assert response.json() == {"message": "Unauthenticated."}
