@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.exc import DBAPIError
 
 from contactbase.app import create_app
 from contactbase.db import Database
@@ -41,6 +42,14 @@ async def boom(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     @app.get("/boom")
     async def explode() -> None:
         raise RuntimeError("secret internal detail")
+
+    @app.get("/deadlock")
+    async def deadlock() -> None:
+        # What asyncpg's deadlock reaches the app as, once SQLAlchemy has wrapped it.
+        class Deadlock(Exception):
+            sqlstate = "40P01"
+
+        raise DBAPIError("UPDATE contacts …", None, Deadlock("deadlock detected"))
 
     async for http in serve(app):
         yield http
@@ -191,6 +200,12 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
         assert response.status_code == 405
         assert response.headers["content-type"] == "application/json"
         assert response.json() == {"message": "Method not allowed."}
+
+
+async def test_an_unretried_deadlock_is_503_not_500(boom: httpx.AsyncClient) -> None:
+    response = await boom.get("/deadlock")
+    assert response.status_code == 503
+    assert response.json() == {"message": "The database is busy; retry the request."}
 
 
 async def test_unexpected_failure_is_500_with_the_request_id(boom: httpx.AsyncClient) -> None:

@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from contactbase.db import is_unavailable
+from contactbase.db import is_retryable, is_unavailable
 
 log = logging.getLogger("contactbase")
 
@@ -113,6 +113,11 @@ class RequestContext:
                     send_with_id,
                     503,
                     {"message": "The database is unavailable; retry in a few seconds."},
+                )
+            elif is_retryable(exc):  # a deadlock or serialisation failure that was not retried
+                log.warning("database conflict (request %s): %r", request_id, exc)
+                await self._answer(
+                    send_with_id, 503, {"message": "The database is busy; retry the request."}
                 )
             else:
                 log.exception("unexpected failure (request %s)", request_id)
