@@ -130,6 +130,7 @@ async def test_retry_after_is_honest(settings: Settings, db: Database, backend: 
         assert (await client.get(f"{CONTACTS}/1", headers=auth)).status_code == 404
         refused = await client.get(f"{CONTACTS}/1", headers=auth)
         assert refused.status_code == 429
+        assert refused.headers["RateLimit-Policy"] == '"get";q=1;w=2'
         retry_after = int(refused.headers["Retry-After"])
         assert retry_after in (1, 2)
         await asyncio.sleep(retry_after)
@@ -163,6 +164,17 @@ async def test_200_concurrent_requests_admit_exactly_60(
     statuses = [response.status_code for response in responses]
     assert statuses.count(404) == 60
     assert statuses.count(429) == 140
+
+
+async def test_a_limit_of_zero_refuses_alike_in_memory_and_redis(
+    settings: Settings, db: Database, backend: str | None
+) -> None:
+    auth = bearer(await make_key(db, await make_space(db, limits={"get": 0})))
+    async with serving(settings.model_copy(update={"redis_url": backend})) as client:
+        refused = await client.get(f"{CONTACTS}/1", headers=auth)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.headers["X-RateLimit-Remaining"] == "0"
 
 
 def free_port() -> int:

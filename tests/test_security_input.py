@@ -11,6 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
+from starlette.types import Message
 
 from contactbase.app import create_app
 from contactbase.db import Database, SessionDep
@@ -403,3 +404,45 @@ async def test_error_bodies_never_carry_a_stack_trace(
         assert body["request_id"] == responses[name].headers["x-request-id"]
     async with db.reader() as session:  # the failed insert was rolled back
         assert (await session.execute(text("SELECT count(*) FROM spaces"))).scalar_one() == 1
+
+
+async def test_a_body_cut_short_by_a_disconnect_is_not_acted_on(
+    app: FastAPI, client: httpx.AsyncClient, auth: Auth
+) -> None:
+    """Half a body that happens to be valid JSON, then the client goes: nothing is stored."""
+    body = json.dumps({"emails": ["cut@example.com"]}).encode()
+    messages: list[Message] = [
+        {"type": "http.request", "body": body, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    headers = [
+        (b"authorization", auth["Authorization"].encode()),
+        (b"host", b"testserver"),
+        (b"content-type", b"application/json"),
+        (b"content-length", b"100000"),
+    ]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": CONTACTS,
+        "raw_path": CONTACTS.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("testserver", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
+    await app(scope, receive, send)
+    assert sent == []
+    listed = await client.get(CONTACTS, headers=auth, params={"email": "cut@example.com"})
+    assert listed.json()["data"] == []

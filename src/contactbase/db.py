@@ -96,9 +96,10 @@ class Database:
                 hide_parameters=True,  # values are personal data: never in logs or errors
             )
             self.writer_engine = self.engine
-        # PostgreSQL reads run without BEGIN/COMMIT (two round trips fewer): under READ
-        # COMMITTED each statement has its own snapshot either way. SQLite reads keep a
-        # transaction, which gives them one WAL snapshot.
+        # PostgreSQL reads run without BEGIN/COMMIT (two round trips fewer), so each statement
+        # of a read sees its own snapshot: a read of several statements must cope with a write
+        # committed between them (reads.get_contact does). SQLite reads keep a transaction,
+        # which gives them one WAL snapshot.
         readers = (
             self.engine
             if self.is_sqlite
@@ -111,6 +112,10 @@ class Database:
         await self.engine.dispose()
         if self.writer_engine is not self.engine:
             await self.writer_engine.dispose()
+
+
+def is_postgres(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _sqlstate(exc: DBAPIError) -> str:

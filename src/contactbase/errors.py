@@ -19,10 +19,6 @@ class DomainError(Exception):
         return {}
 
 
-class PayloadTooLarge(DomainError):
-    status_code = 413
-
-
 class Unauthenticated(DomainError):
     status_code = 401
 
@@ -69,10 +65,6 @@ class TooManyRequests(DomainError):
     """Over the limit; the rate-limit headers, Retry-After among them, come from the decision."""
 
     status_code = 429
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class ServiceUnavailable(DomainError):

@@ -19,6 +19,10 @@ log = logging.getLogger("contactbase")
 CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 
 
+class ClientGone(Exception):
+    """The client disconnected before its request body had arrived."""
+
+
 class Metrics:
     """The service's Prometheus metrics, in a registry of the app's own."""
 
@@ -94,7 +98,11 @@ class RequestContext:
             await send(message)
 
         try:
-            body = await self._read_body(scope, receive)
+            try:
+                body = await self._read_body(scope, receive)
+            except ClientGone:
+                status = 499  # as nginx counts it: no one to answer, and nothing to act on
+                return
             if body is None:
                 await self._answer(
                     send_with_id,
@@ -142,7 +150,8 @@ class RequestContext:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                # The client went away mid-body: what arrived is not the request it meant.
+                raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body_bytes:

@@ -74,15 +74,16 @@ def message_for(kind: str, field: str, value: Any, **context: Any) -> str:
     return MESSAGES.get(kind, FALLBACK).format(field=field, value=show(value), **context)
 
 
-def _field_path(loc: tuple[int | str, ...]) -> str:
+def _field_path(loc: tuple[int | str, ...], located: bool) -> str:
+    """The field's path; FastAPI's errors (`located`) start with where it was: body, query."""
     parts = [str(part) for part in loc]
-    if parts and parts[0] in ("body", "query", "path"):
+    if located and parts and parts[0] in ("body", "query", "path"):
         parts = parts[1:]
     return ".".join(parts) or "body"
 
 
-def _describe(error: ErrorDetails) -> tuple[str, str]:
-    field = _field_path(error["loc"])
+def _describe(error: ErrorDetails, located: bool) -> tuple[str, str]:
+    field = _field_path(error["loc"], located)
     kind = error["type"]
     context: dict[str, Any] = dict(error.get("ctx") or {})
     value = error.get("input")
@@ -104,13 +105,13 @@ def _describe(error: ErrorDetails) -> tuple[str, str]:
         return field, FALLBACK.format(field=field)
 
 
-def invalid_input(errors: list[ErrorDetails]) -> InvalidInput:
+def invalid_input(errors: list[ErrorDetails], *, located: bool = True) -> InvalidInput:
     """One InvalidInput holding the errors, messages grouped by field path in order: the first
     MAX_LISTED of them, so that a body of 50,000 unknown keys does not get a 5 MB answer (the
     summary still counts them all)."""
     grouped: dict[str, list[str]] = {}
     for error in errors[:MAX_LISTED]:
-        field, message = _describe(error)
+        field, message = _describe(error, located)
         grouped.setdefault(field, []).append(message)
     return InvalidInput(grouped, unlisted=max(0, len(errors) - MAX_LISTED))
 
@@ -120,4 +121,4 @@ def parse_body(model: type[Model], raw: bytes) -> Model:
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
-        raise invalid_input(exc.errors(include_url=False)) from None
+        raise invalid_input(exc.errors(include_url=False), located=False) from None

@@ -152,6 +152,10 @@ REFUSALS: list[tuple[Json, tuple[str, str]]] = [
         {"profile_field_27": "0001-01-01T00:30:00+01:00"},
         slot_error(27, DATE_RULE, '"0001-01-01T00:30:00+01:00"'),
     ),
+    # ISO 8601 forms other than a calendar date or a date-time with T (or a space): refused.
+    ({"profile_field_28": "2026-W48-4"}, slot_error(28, DATE_RULE, '"2026-W48-4"')),
+    ({"profile_field_28": "20261126"}, slot_error(28, DATE_RULE, '"20261126"')),
+    ({"profile_field_28": "2026-11-26X10:00"}, slot_error(28, DATE_RULE, '"2026-11-26X10:00"')),
     ({"profile_field_0": "x"}, slot_error(0, "is not allowed")),
     ({"profile_field_31": "x"}, slot_error(31, "is not allowed")),
     ({"foo": "x"}, ("custom_fields.foo", "The custom_fields.foo field is not allowed.")),

@@ -307,6 +307,18 @@ async def test_body_not_a_json_object_is_422(client: Client, auth: Auth, body: b
     assert response.json() == one_error("body", NOT_AN_OBJECT)
 
 
+async def test_body_fields_named_like_locations_keep_their_own_key(
+    client: Client, auth: Auth
+) -> None:
+    """A body field called path, query or body is reported under its own name."""
+    response = await post(client, auth, {"emails": [OK], "path": 1, "query": 2})
+    assert response.status_code == 422
+    assert response.json()["errors"] == {
+        "path": ["The path field is not allowed."],
+        "query": ["The query field is not allowed."],
+    }
+
+
 async def test_summary_counts_one_more_error(client: Client, auth: Auth) -> None:
     response = await post(client, auth, {"emails": ["bad"], "phones": [""]})
     first = 'The emails.0 field must be a valid email address ("bad").'

@@ -1,11 +1,12 @@
 """The 30 custom-field slots: profile_field_1-15 text, 16-25 numbers, 26-30 dates."""
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from contactbase.contacts.values import ValueRejected
+from contactbase.contacts.values import ValueRejected, has_control_characters
 
 TEXT_SLOTS = range(1, 16)
 NUMBER_SLOTS = range(16, 26)
@@ -13,27 +14,31 @@ DATE_SLOTS = range(26, 31)
 SLOTS = tuple(f"profile_field_{n}" for n in range(1, 31))
 MAX_CUSTOM_TEXT = 10_240
 # Line breaks and tabs are fine in a free-text field; other controls and lone surrogates are not.
-ALLOWED_CONTROLS = {"\t", "\n", "\r"}
+ALLOWED_CONTROLS = str.maketrans("", "", "\t\n\r")
 
 
 def clean_custom_text(text: str) -> str:
     if len(text) > MAX_CUSTOM_TEXT:
         raise ValueRejected("too_many_characters", max=MAX_CUSTOM_TEXT)
-    if any(
-        (ord(char) < 32 or 127 <= ord(char) < 160 or 0xD800 <= ord(char) < 0xE000)
-        and char not in ALLOWED_CONTROLS
-        for char in text
-    ):
+    if has_control_characters(text.translate(ALLOWED_CONTROLS)):
         raise ValueRejected("control_characters")
     return text
 
 
+ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
 def parse_custom_date(text: str) -> str:
-    """`YYYY-MM-DD`, or an ISO 8601 date-time in UTC as `YYYY-MM-DDTHH:MM:SSZ` (one without
-    an offset is taken as UTC): the canonical form that is stored and shown."""
+    """`YYYY-MM-DD`, or an ISO 8601 date-time (`YYYY-MM-DDTHH:MM…`, with `T` or a space) in UTC
+    as `YYYY-MM-DDTHH:MM:SSZ` (one without an offset is taken as UTC): the canonical form that is
+    stored and shown."""
     try:
+        if not ISO_DATE.match(text):
+            raise ValueError(text)
         if len(text) == 10:
             return date.fromisoformat(text).isoformat()
+        if text[10] not in "T ":
+            raise ValueError(text)
         moment = datetime.fromisoformat(text)
         if moment.tzinfo is not None:
             moment = moment.astimezone(UTC)

@@ -77,6 +77,15 @@ async def find_export(session: AsyncSession, space_id: int, export_id: str) -> E
     return export
 
 
+async def completed_file(session: AsyncSession, export_id: str, directory: Path) -> Path | None:
+    """The file of a completed export, if it is still there."""
+    export = await session.get(Export, export_id)
+    if export is None or export.status != "completed":
+        return None
+    path = directory / file_name(export.id, export.attempts)
+    return path if path.is_file() else None
+
+
 def file_name(export_id: str, attempt: int) -> str:
     return f"{export_id}-{attempt}.ndjson.gz"
 

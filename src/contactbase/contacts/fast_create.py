@@ -12,16 +12,9 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import NUMBER_SLOTS, SLOTS
+from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
 from contactbase.contacts.reads import contact_detail
 from contactbase.spaces.service import utcnow
-
-TABLES = {
-    "emails": "contact_emails",
-    "phones": "contact_phones",
-    "names": "contact_names",
-    "locations": "contact_locations",
-}
-PRIMARY_COLUMN = {"emails": "email", "phones": "phone", "names": "name", "locations": "location"}
 
 
 def _slot_type(slot: str) -> str:
@@ -41,7 +34,8 @@ def _statement() -> str:
         f" CAST(:now AS TIMESTAMP), {slot_values}"
         " WHERE NOT EXISTS (SELECT 1 FROM owners) RETURNING id)",
     ]
-    for kind, table in TABLES.items():
+    for kind, model in VALUE_TABLES.items():
+        table = model.__tablename__
         # Rows go in by normal form, so concurrent creates take the unique index in one order.
         claim = " ON CONFLICT DO NOTHING RETURNING 1" if kind == "emails" else ""
         parts.append(
@@ -58,7 +52,7 @@ def _statement() -> str:
 
 
 STATEMENT = text(_statement())
-UNDO = text("DELETE FROM contacts WHERE id = :id")
+UNDO = text("DELETE FROM contacts WHERE space_id = :space_id AND id = :id")
 
 
 async def insert_if_new(
@@ -69,7 +63,7 @@ async def insert_if_new(
 ) -> Any:
     """The new contact's ContactDetail, or None when an email is known (nothing is written)."""
     now = utcnow()
-    values = {kind: [value for value, _ in incoming[kind]] for kind in TABLES}
+    values = {kind: [value for value, _ in incoming[kind]] for kind in VALUE_TABLES}
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS), **slots}
     for kind, rows in incoming.items():
         params[PRIMARY_COLUMN[kind]] = rows[0][0] if rows else None
@@ -83,6 +77,6 @@ async def insert_if_new(
     if claimed < len(incoming["emails"]):
         # A concurrent create took an email first: this contact was never seen by anyone, so
         # it goes (its values with it) and the caller merges into the owner instead.
-        await connection.execute(UNDO, {"id": contact_id})
+        await connection.execute(UNDO, {"space_id": space_id, "id": contact_id})
         return None
     return contact_detail(contact_id, values, slots, now, now)

@@ -24,6 +24,12 @@ class Contact(Base):
     __table_args__ = (
         # Target of the value tables' foreign keys: a value row and its contact share a Space.
         UniqueConstraint("space_id", "id"),
+        # An alias points at a contact of its own Space.
+        ForeignKeyConstraint(
+            ["space_id", "merged_into_id"],
+            ["contacts.space_id", "contacts.id"],
+            name="fk_contacts_alias",
+        ),
         Index("ix_contacts_space_id_created_at", "space_id", "created_at"),
         {"sqlite_autoincrement": True},  # ids are never reused, so cursors stay meaningful
     )
@@ -36,7 +42,7 @@ class Contact(Base):
     name: Mapped[str | None] = mapped_column(Text)
     location: Mapped[str | None] = mapped_column(Text)
     # Set when this contact was merged into another: the id stays an alias of the survivor.
-    merged_into_id: Mapped[int | None] = mapped_column(Id, ForeignKey("contacts.id"), index=True)
+    merged_into_id: Mapped[int | None] = mapped_column(Id, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime())
     updated_at: Mapped[datetime] = mapped_column(DateTime())
     # Custom fields (see custom_fields.py): 1-15 text, 16-25 numbers, 26-30 dates (kept as
@@ -160,3 +166,5 @@ VALUE_TABLES: dict[str, type[ContactValue]] = {
     "names": ContactName,
     "locations": ContactLocation,
 }
+# Each collection's primary value is kept on the contact, in this column.
+PRIMARY_COLUMN = {"emails": "email", "phones": "phone", "names": "name", "locations": "location"}

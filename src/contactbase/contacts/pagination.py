@@ -1,4 +1,4 @@
-"""Opaque, tamper-proof cursors and Laravel's cursor-pagination envelope."""
+"""Opaque, tamper-proof cursors for the list's keyset pagination (the envelope is router's)."""
 
 import base64
 import hashlib

@@ -120,8 +120,13 @@ async def resolve(session: AsyncSession, space_id: int, contact_id: int) -> Any:
 
 async def get_contact(session: AsyncSession, space_id: int, contact_id: int) -> ContactDetail:
     """The contact with this id in the Space; an alias id gives the contact it was merged into."""
-    row = await resolve(session, space_id, contact_id)
-    stored = await stored_values(session, space_id, [row.id])
+    for _attempt in range(3):
+        row = await resolve(session, space_id, contact_id)
+        stored = await stored_values(session, space_id, [row.id])
+        # A live contact always has an email. None means it was merged into another between
+        # the two statements (on PostgreSQL each read has its own snapshot): resolve again.
+        if stored["emails"]:
+            break
     values = {kind: [item.value for item in items] for kind, items in stored.items()}
     return contact_detail(row.id, values, slots_of(row), row.created_at, row.updated_at)
 

@@ -9,7 +9,6 @@ from fastapi.responses import FileResponse
 
 from contactbase.contacts import exports, reads, service
 from contactbase.contacts.custom_fields import to_wire
-from contactbase.contacts.models import Export
 from contactbase.contacts.pagination import (
     MAX_ID,
     Cursor,
@@ -333,12 +332,9 @@ async def download_export(
         key, export_id, query.expires, query.signature
     ):
         raise refused
-    export = await session.get(Export, export_id)
-    if export is None or export.status != "completed":
-        raise refused
-    path = request.app.state.settings.export_dir / exports.file_name(export.id, export.attempts)
-    if not path.is_file():
+    path = await exports.completed_file(session, export_id, request.app.state.settings.export_dir)
+    if path is None:
         raise refused
     return FileResponse(
-        path, media_type="application/gzip", filename=f"contacts-{export.id}.ndjson.gz"
+        path, media_type="application/gzip", filename=f"contacts-{export_id}.ndjson.gz"
     )

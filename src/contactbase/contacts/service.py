@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.fast_create import insert_if_new
-from contactbase.contacts.models import VALUE_TABLES, Contact, ContactEmail
+from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
 from contactbase.contacts.reads import (
     CONTACT_ROW,
     contact_detail,
@@ -21,20 +21,19 @@ from contactbase.contacts.reads import (
 )
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
-from contactbase.db import is_retryable, is_unique_violation
+from contactbase.db import is_postgres, is_retryable, is_unique_violation
 from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.spaces.service import utcnow
 from contactbase.validation import show
 
 T = TypeVar("T")
-KINDS = ("emails", "phones", "names", "locations")
+KINDS = tuple(VALUE_TABLES)
 NORMALISE: dict[str, Callable[[str], str]] = {
     "emails": normalise_email,
     "phones": normalise_phone,
     "names": normalise_text,
     "locations": normalise_text,
 }
-PRIMARY_COLUMN = {"emails": "email", "phones": "phone", "names": "name", "locations": "location"}
 # Attempts of one write before giving up: each lost race (a concurrent create of the same email,
 # a concurrent merge of the same contacts, a deadlock) costs one.
 MAX_ATTEMPTS = 10
@@ -84,7 +83,7 @@ async def create_contact(
     """
     incoming = {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS}
     slots = sent_slots(payload.custom_fields)
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgres(session):
         created = await insert_if_new(session, space_id, incoming, slots)
         if created is not None:
             return created, True
@@ -220,7 +219,7 @@ async def _merge(
             await _insert_values(session, space_id, survivor, kind, additions[kind])
         await (await session.connection()).execute(
             update(Contact)
-            .where(Contact.id == survivor)
+            .where(Contact.space_id == space_id, Contact.id == survivor)
             .values(updated_at=updated_at, **_primaries(values), **changed_slots)
         )
     return contact_detail(survivor, values, slots, locked[0].created_at, updated_at)
@@ -242,7 +241,7 @@ async def _retire(
     )
     await (await session.connection()).execute(
         update(Contact)
-        .where(Contact.id.in_(losers))
+        .where(Contact.space_id == space_id, Contact.id.in_(losers))
         .values(merged_into_id=survivor, updated_at=now)
     )
 
@@ -275,7 +274,7 @@ async def update_contact(
         values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
         await (await session.connection()).execute(
             update(Contact)
-            .where(Contact.id == target)
+            .where(Contact.space_id == space_id, Contact.id == target)
             .values(updated_at=utcnow(), **_primaries(values), **(slots or {}))
         )
         shown: dict[str, Any] = dict(values)

@@ -40,8 +40,7 @@ class Authorise:
         if not decision.allowed:
             raise TooManyRequests(
                 f"Too many {self.endpoint} requests: this Space may make {limit} per minute. "
-                f"Retry after {decision.retry_after} seconds.",
-                decision.retry_after,
+                f"Retry after {decision.retry_after} seconds."
             )
         return caller
 

@@ -68,7 +68,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.Column("updated_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(
-            ["merged_into_id"], ["contacts.id"], name=op.f("fk_contacts_merged_into_id_contacts")
+            ["space_id", "merged_into_id"],
+            ["contacts.space_id", "contacts.id"],
+            name="fk_contacts_alias",
         ),
         sa.ForeignKeyConstraint(
             ["space_id"], ["spaces.id"], name=op.f("fk_contacts_space_id_spaces")
