@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contactbase.contacts.custom_fields import NUMBER_SLOTS, SLOTS
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
 from contactbase.contacts.reads import contact_detail
+from contactbase.contacts.schemas import ContactDetail
 from contactbase.spaces.service import utcnow
 
 
@@ -60,15 +61,15 @@ async def insert_if_new(
     space_id: int,
     incoming: dict[str, list[tuple[str, str]]],
     slots: dict[str, Any],
-) -> Any:
+) -> ContactDetail | None:
     """The new contact's ContactDetail, or None when an email is known (nothing is written)."""
     now = utcnow()
     values = {kind: [value for value, _ in incoming[kind]] for kind in VALUE_TABLES}
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS), **slots}
     for kind, rows in incoming.items():
-        params[PRIMARY_COLUMN[kind]] = rows[0][0] if rows else None
+        params[PRIMARY_COLUMN[kind]] = values[kind][0] if rows else None
         params[f"{kind}_positions"] = list(range(len(rows)))
-        params[f"{kind}_values"] = [value for value, _ in rows]
+        params[f"{kind}_values"] = values[kind]
         params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
     connection = await session.connection()
     contact_id, claimed = (await connection.execute(STATEMENT, params)).one()
