@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from contactbase.contacts.fast_create import STATEMENT
-from contactbase.contacts.reads import CONTACT_ROW_QUERY, VALUES_QUERY
+from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
 from contactbase.db import Database
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
@@ -100,7 +100,7 @@ def compiled(query: Any) -> str:
 
 def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: Path) -> None:
     """pgbench scripts running the SQL of a create and of a get, as the app sends it."""
-    auth = compiled(KEY_LOOKUP.params(key_hash=hash_key(key)))
+    auth = compiled(KEY_LOOKUP.statement.params(key_hash=hash_key(key)))
     who = "pgb-:client_id-:n"
     params: dict[str, Any] = {
         "space_id": space_id,
@@ -122,7 +122,9 @@ def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: P
         "locations_values": ["New York, NY", "Los Angeles, CA"],
         "locations_normalised": ["New York, NY", "Los Angeles, CA"],
     }
-    create = re.sub(r":(\w+)", lambda m: sql_literal(params.get(m.group(1))), STATEMENT.text)
+    create = re.sub(
+        r":(\w+)", lambda m: sql_literal(params.get(m.group(1))), STATEMENT.statement.text
+    )
     (directory / "create.sql").write_text(
         "\\set n random(1, 1000000000000)\nBEGIN;\n"
         + auth
@@ -135,12 +137,12 @@ def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: P
         f"\\set id random({first}, {last})\n"
         + auth
         + "\n"
-        + compiled(CONTACT_ROW_QUERY.params(space_id=space_id, contact_id=1)).replace(
+        + compiled(CONTACT_ROW_QUERY.statement.params(space_id=space_id, contact_id=1)).replace(
             "contacts.id = 1", "contacts.id = :id"
         )
         + "\n"
-        + compiled(VALUES_QUERY.params(space_id=space_id, contact_ids=[1])).replace(
-            "IN (1)", "IN (:id)"
+        + compiled(CONTACT_VALUES.statement.params(space_id=space_id, contact_id=1)).replace(
+            "contact_id = 1", "contact_id = :id"
         )
         + "\n"
     )

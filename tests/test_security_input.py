@@ -9,14 +9,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 from starlette.types import Message
 
 from contactbase.app import create_app
-from contactbase.db import Database, SessionDep
+from contactbase.db import Database, transaction
 from contactbase.settings import Settings
-from contactbase.spaces.deps import CanGet
+from contactbase.spaces import access
 from tests.factories import CONTACTS, SEED, bearer, make_key, make_space, make_tenant
 
 Auth = dict[str, str]
@@ -358,12 +358,16 @@ async def failing(settings: Settings, db: Database) -> AsyncIterator[httpx.Async
     app = create_app(settings)
 
     @app.get("/boom")
-    async def boom(caller: CanGet) -> None:
+    async def boom(request: Request) -> None:
+        async with transaction(request) as session:
+            await access.authorise(request, session, access.GET)
         raise RuntimeError("/srv/contactbase/secret.py line 12: token=hunter2")
 
     @app.get("/boom-sql")
-    async def boom_sql(caller: CanGet, session: SessionDep) -> None:
-        await session.execute(text("INSERT INTO spaces (name) VALUES ('hunter2')"))
+    async def boom_sql(request: Request) -> None:
+        async with transaction(request) as session:
+            await access.authorise(request, session, access.GET)
+            await session.execute(text("INSERT INTO spaces (name) VALUES ('hunter2')"))
 
     async for http in serve(app):
         yield http

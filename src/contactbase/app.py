@@ -18,7 +18,7 @@ from contactbase.contacts.router import router as contacts_router
 from contactbase.db import Database
 from contactbase.errors import DomainError
 from contactbase.middleware import Metrics, RequestContext
-from contactbase.openapi import hoist_definitions
+from contactbase.openapi import complete_document
 from contactbase.operations import router as operations_router
 from contactbase.operations import schema_head
 from contactbase.ratelimit import build_limiter
@@ -112,7 +112,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     build_openapi = app.openapi
 
     def openapi() -> dict[str, Any]:
-        return hoist_definitions(build_openapi())
+        return complete_document(build_openapi())
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(contacts_router)

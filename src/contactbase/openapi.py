@@ -51,22 +51,49 @@ def error_responses(*codes: int) -> dict[int | str, Any]:
     }
 
 
-def json_body(model: type[BaseModel]) -> dict[str, Any]:
-    """An `openapi_extra` documenting a JSON body that the route parses itself (after the key
-    and limit checks, so that a bad key is a 401 before a bad body is a 422)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": schema}},
-        }
+SECURITY_SCHEME = {
+    "ApiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A key made by `contactbase key create`: `Authorization: Bearer cb_…`.",
     }
+}
 
 
-def hoist_definitions(document: dict[str, Any]) -> dict[str, Any]:
-    """Move the nested models of json_body schemas (pydantic's `$defs`) into
-    components.schemas, where their references point. Idempotent."""
-    components = document.setdefault("components", {}).setdefault("schemas", {})
+def documented(
+    *, query: type[BaseModel], body: type[BaseModel] | None = None, secured: bool = True
+) -> dict[str, Any]:
+    """An `openapi_extra` for a route that reads its query and body itself (after the key and
+    limit checks, so that a bad key is a 401 before a bad parameter or body is a 422)."""
+    schema = query.model_json_schema()
+    parameters = [
+        {
+            "name": name,
+            "in": "query",
+            "required": name in schema.get("required", ()),
+            "schema": field,
+            **({"description": field["description"]} if "description" in field else {}),
+        }
+        for name, field in schema.get("properties", {}).items()
+    ]
+    extra: dict[str, Any] = {"parameters": parameters} if parameters else {}
+    if body is not None:
+        body_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
+        extra["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": body_schema}},
+        }
+    if secured:
+        extra["security"] = [{name: []} for name in SECURITY_SCHEME]
+    return extra
+
+
+def complete_document(document: dict[str, Any]) -> dict[str, Any]:
+    """Move the nested models of documented bodies (pydantic's `$defs`) into
+    components.schemas, where their references point, and declare the key scheme.
+    Idempotent."""
+    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
+    components = document["components"].setdefault("schemas", {})
     for operations in document.get("paths", {}).values():
         for operation in operations.values():
             content = operation.get("requestBody", {}).get("content", {})

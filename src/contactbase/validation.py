@@ -3,6 +3,7 @@
 import json
 from typing import Any, TypeVar
 
+from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -120,5 +121,14 @@ def parse_body(model: type[Model], raw: bytes) -> Model:
     """Validate a JSON request body against `model`, or raise InvalidInput."""
     try:
         return model.model_validate_json(raw)
+    except ValidationError as exc:
+        raise invalid_input(exc.errors(include_url=False), located=False) from None
+
+
+def parse_query(model: type[Model], request: Request) -> Model:
+    """Validate the query string against `model` (a repeated name: its last value counts), or
+    raise InvalidInput."""
+    try:
+        return model.model_validate(dict(request.query_params))
     except ValidationError as exc:
         raise invalid_input(exc.errors(include_url=False), located=False) from None

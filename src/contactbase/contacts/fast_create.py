@@ -1,4 +1,4 @@
-"""PostgreSQL only: a new contact and all its values written in one statement.
+"""PostgreSQL only: a new contact and all its values written in one statement, on asyncpg.
 
 The generic path (service.py) costs a round trip per table; on PostgreSQL a create of a new
 person is the hot path, so it is one statement of data-modifying CTEs: it inserts nothing when
@@ -8,13 +8,14 @@ took one first (ON CONFLICT DO NOTHING waits for that transaction, then skips th
 
 from typing import Any
 
+import asyncpg
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import NUMBER_SLOTS, SLOTS
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
 from contactbase.contacts.reads import contact_detail
 from contactbase.contacts.schemas import ContactDetail
+from contactbase.db import Prepared
 from contactbase.spaces.service import utcnow
 
 
@@ -52,12 +53,12 @@ def _statement() -> str:
     )
 
 
-STATEMENT = text(_statement())
-UNDO = text("DELETE FROM contacts WHERE space_id = :space_id AND id = :id")
+STATEMENT = Prepared(text(_statement()))
+UNDO = Prepared(text("DELETE FROM contacts WHERE space_id = :space_id AND id = :id"))
 
 
 async def insert_if_new(
-    session: AsyncSession,
+    connection: "asyncpg.Connection[Any]",
     space_id: int,
     incoming: dict[str, list[tuple[str, str]]],
     slots: dict[str, Any],
@@ -71,13 +72,12 @@ async def insert_if_new(
         params[f"{kind}_positions"] = list(range(len(rows)))
         params[f"{kind}_values"] = values[kind]
         params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
-    connection = await session.connection()
-    contact_id, claimed = (await connection.execute(STATEMENT, params)).one()
+    contact_id, claimed = await STATEMENT.row(connection, params)
     if contact_id is None:
         return None
     if claimed < len(incoming["emails"]):
         # A concurrent create took an email first: this contact was never seen by anyone, so
         # it goes (its values with it) and the caller merges into the owner instead.
-        await connection.execute(UNDO, {"space_id": space_id, "id": contact_id})
+        await UNDO.rows(connection, {"space_id": space_id, "id": contact_id})
         return None
     return contact_detail(contact_id, values, slots, now, now)

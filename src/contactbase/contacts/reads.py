@@ -1,12 +1,12 @@
 """Reading contacts: one by id, the list's pages, every email of a page."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, bindparam, literal, select, text, union_all
+from sqlalchemy import ColumnElement, bindparam, literal_column, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, to_wire
@@ -20,6 +20,7 @@ from contactbase.contacts.models import (
 from contactbase.contacts.pagination import Cursor
 from contactbase.contacts.schemas import ContactDetail
 from contactbase.contacts.values import normalise_email, normalise_phone
+from contactbase.db import Connection, Prepared
 from contactbase.errors import NotFound
 
 
@@ -31,22 +32,27 @@ class StoredValue:
     normalised: str
 
 
-# Every value row of some contacts, all four collections in one query; built once.
-VALUES_QUERY = union_all(
-    *(
-        select(
-            literal(kind).label("kind"),
-            table.contact_id,
-            table.position,
-            table.value,
-            table.normalised,
-        ).where(
-            table.space_id == bindparam("space_id"),
-            table.contact_id.in_(bindparam("contact_ids", expanding=True)),
+def _values_query(of_contacts: Callable[[type[ContactValue]], ColumnElement[bool]]) -> Any:
+    """Every value row of the contacts chosen, all four collections in one query."""
+    return union_all(
+        *(
+            select(
+                literal_column(f"'{kind}'").label("kind"),
+                table.contact_id,
+                table.position,
+                table.value,
+                table.normalised,
+            ).where(table.space_id == bindparam("space_id"), of_contacts(table))
+            for kind, table in VALUE_TABLES.items()
         )
-        for kind, table in VALUE_TABLES.items()
-    )
-).order_by(text("contact_id"), text("position"))
+    ).order_by(text("contact_id"), text("position"))
+
+
+# Built once: of some contacts, and (prepared, as a get runs it) of one.
+VALUES_QUERY = _values_query(
+    lambda table: table.contact_id.in_(bindparam("contact_ids", expanding=True))
+)
+CONTACT_VALUES = Prepared(_values_query(lambda table: table.contact_id == bindparam("contact_id")))
 
 
 async def stored_values(
@@ -92,43 +98,48 @@ def slots_of(row: Any) -> dict[str, Any]:
     return {slot: getattr(row, slot) for slot in SLOTS}
 
 
-CONTACT_ROW_QUERY = select(*CONTACT_ROW).where(
+_CONTACT_ROW_QUERY = select(*CONTACT_ROW).where(
     Contact.space_id == bindparam("space_id"), Contact.id == bindparam("contact_id")
 )
-CONTACT_ROW_LOCKED = CONTACT_ROW_QUERY.with_for_update()
+CONTACT_ROW_QUERY = Prepared(_CONTACT_ROW_QUERY)
+CONTACT_ROW_LOCKED = Prepared(_CONTACT_ROW_QUERY.with_for_update())
 
 
 async def contact_row(
-    session: AsyncSession, space_id: int, contact_id: int, *, lock: bool = False
+    connection: Connection, space_id: int, contact_id: int, *, lock: bool = False
 ) -> Any:
-    """The contact's row in the Space, or None; `lock` holds it until the transaction ends."""
+    """The contact's row in the Space (CONTACT_ROW), or None; `lock` holds it until the
+    transaction ends."""
     query = CONTACT_ROW_LOCKED if lock else CONTACT_ROW_QUERY
-    connection = await session.connection()
-    params = {"space_id": space_id, "contact_id": contact_id}
-    return (await connection.execute(query, params)).one_or_none()
+    return await query.row(connection, {"space_id": space_id, "contact_id": contact_id})
 
 
-async def resolve(session: AsyncSession, space_id: int, contact_id: int) -> Any:
+async def resolve(connection: Connection, space_id: int, contact_id: int) -> Any:
     """The row of the contact an id names: itself, or the survivor it was merged into."""
-    row = await contact_row(session, space_id, contact_id)
-    if row is not None and row.merged_into_id is not None:
-        row = await contact_row(session, space_id, row.merged_into_id)
+    row = await contact_row(connection, space_id, contact_id)
+    if row is not None and row[1] is not None:  # merged_into_id
+        row = await contact_row(connection, space_id, row[1])
     if row is None:
         raise NotFound(f"No contact with id {contact_id}.")
     return row
 
 
-async def get_contact(session: AsyncSession, space_id: int, contact_id: int) -> ContactDetail:
+async def get_contact(connection: Connection, space_id: int, contact_id: int) -> ContactDetail:
     """The contact with this id in the Space; an alias id gives the contact it was merged into."""
     for _attempt in range(3):
-        row = await resolve(session, space_id, contact_id)
-        stored = await stored_values(session, space_id, [row.id])
+        row = await resolve(connection, space_id, contact_id)
+        rows = await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row[0]})
+        values: dict[str, list[str]] = {kind: [] for kind in VALUE_TABLES}
+        for kind, _contact_id, _position, value, _normalised in rows:
+            values[kind].append(value)
         # A live contact always has an email. None means it was merged into another between
         # the two statements (on PostgreSQL each read has its own snapshot): resolve again.
-        if stored["emails"]:
+        if values["emails"]:
             break
-    values = {kind: [item.value for item in items] for kind, items in stored.items()}
-    return contact_detail(row.id, values, slots_of(row), row.created_at, row.updated_at)
+    contact_id, _merged_into_id, created_at, updated_at, *slots = row
+    return contact_detail(
+        contact_id, values, dict(zip(SLOTS, slots, strict=True)), created_at, updated_at
+    )
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ from datetime import UTC
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import FileResponse
+from pydantic import BaseModel
 
 from contactbase.contacts import exports, reads, service
 from contactbase.contacts.custom_fields import to_wire
@@ -31,19 +32,12 @@ from contactbase.contacts.schemas import (
     ListQuery,
     NoQuery,
 )
-from contactbase.db import SessionDep
+from contactbase.db import direct, transaction
 from contactbase.errors import Forbidden, NotFound, invalid
-from contactbase.openapi import ERRORS, error_responses, json_body
-from contactbase.spaces.deps import (
-    CanCreate,
-    CanExport,
-    CanGet,
-    CanList,
-    CanPollExport,
-    CanUpdate,
-    SigningKey,
-)
-from contactbase.validation import message_for, parse_body
+from contactbase.openapi import ERRORS, documented, error_responses
+from contactbase.spaces import access
+from contactbase.spaces.access import authorise, signing_key
+from contactbase.validation import message_for, parse_body, parse_query
 
 router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
 
@@ -55,6 +49,15 @@ ContactId = Annotated[
         json_schema_extra={"pattern": "^0*[1-9][0-9]*$"},
     ),
 ]
+
+
+def answer(model: BaseModel, status_code: int = 200) -> Response:
+    """The model as JSON, fields never set left out (the route's response_model documents it)."""
+    return Response(
+        model.model_dump_json(exclude_unset=True),
+        status_code=status_code,
+        media_type="application/json",
+    )
 
 
 def parse_id(contact_id: str) -> int:
@@ -79,15 +82,9 @@ def parse_id(contact_id: str) -> int:
         200: {"model": ContactDetail, "description": "Merged into an existing contact"},
         201: {"description": "Created"},
     },
-    openapi_extra=json_body(ContactCreate),
+    openapi_extra=documented(query=CreateQuery, body=ContactCreate),
 )
-async def create_contact(
-    request: Request,
-    response: Response,
-    caller: CanCreate,
-    session: SessionDep,
-    query: Annotated[CreateQuery, Query()],
-) -> ContactDetail:
+async def create_contact(request: Request) -> Response:
     """Create a contact from arrays of emails, phones, names and locations; the first item of
     each array becomes the primary value.
 
@@ -96,13 +93,18 @@ async def create_contact(
     existing primaries stay, and several matching contacts are merged into the oldest, whose id
     the others keep resolving to. With `on_conflict=error`, known emails give 409 instead.
     """
-    payload = parse_body(ContactCreate, await request.body())
-    contact, created = await service.create_contact(
-        session, caller.space_id, payload, merge=query.on_conflict == "merge"
-    )
-    if not created:
-        response.status_code = 200
-    return contact
+    async with direct(request) as connection:
+        caller = await authorise(request, connection, access.CREATE)
+        query = parse_query(CreateQuery, request)
+        payload = parse_body(ContactCreate, await request.body())
+        new = await service.create_if_new(connection, caller.space_id, payload)
+    if new is not None:
+        return answer(new, 201)
+    async with transaction(request) as session:
+        contact, created = await service.create_contact(
+            session, caller.space_id, payload, merge=query.on_conflict == "merge"
+        )
+    return answer(contact, 201 if created else 200)
 
 
 @router.get(
@@ -111,22 +113,21 @@ async def create_contact(
     response_model_exclude_unset=True,
     summary="Get a contact",
     responses=error_responses(401, 403, 404, 422, 429, 503),
+    openapi_extra=documented(query=GetQuery),
 )
-async def get_contact(
-    caller: CanGet,
-    session: SessionDep,
-    contact_id: ContactId,
-    query: Annotated[GetQuery, Query()],
-) -> ContactDetail:
+async def get_contact(request: Request, contact_id: ContactId) -> Response:
     """One contact with all its emails, phones, names and locations, primary first."""
-    contact = await reads.get_contact(session, caller.space_id, parse_id(contact_id))
+    async with direct(request) as connection:
+        caller = await authorise(request, connection, access.GET)
+        query = parse_query(GetQuery, request)
+        contact = await reads.get_contact(connection, caller.space_id, parse_id(contact_id))
     if query.include_comet_tokens:
         contact.comet_tokens = []
     if query.include_events:
         contact.events = []
     if query.include_browsing_session_data:
         contact.browsing_session_hits = []
-    return contact
+    return answer(contact)
 
 
 @router.put(
@@ -135,23 +136,23 @@ async def get_contact(
     response_model_exclude_unset=True,
     summary="Update a contact (sparse replace)",
     responses=error_responses(401, 403, 404, 413, 422, 429, 503),
-    openapi_extra=json_body(ContactUpdate),
+    openapi_extra=documented(query=NoQuery, body=ContactUpdate),
 )
-async def update_contact(
-    request: Request,
-    caller: CanUpdate,
-    session: SessionDep,
-    contact_id: ContactId,
-    query: Annotated[NoQuery, Query()],
-) -> ContactUpdated:
+async def update_contact(request: Request, contact_id: ContactId) -> Response:
     """Replace the collections sent: each of `emails`, `phones`, `names`, `locations` present
     replaces that whole collection (its first item becoming the primary; `[]` clears it, except
     `emails`, which keeps at least one); `custom_fields` replaces all 30 slots. Absent fields stay
     as they are. An email of another contact is a 422 naming it. Answers with the id and the
     fields sent, as stored.
     """
-    payload = parse_body(ContactUpdate, await request.body())
-    return await service.update_contact(session, caller.space_id, parse_id(contact_id), payload)
+    async with transaction(request) as session:
+        caller = await authorise(request, session, access.UPDATE)
+        parse_query(NoQuery, request)
+        payload = parse_body(ContactUpdate, await request.body())
+        updated = await service.update_contact(
+            session, caller.space_id, parse_id(contact_id), payload
+        )
+    return answer(updated)
 
 
 @router.get(
@@ -160,40 +161,39 @@ async def update_contact(
     response_model_exclude_unset=True,
     summary="List contacts, newest first",
     responses=error_responses(401, 403, 422, 429, 503),
+    openapi_extra=documented(query=ListQuery),
 )
-async def list_contacts(
-    request: Request,
-    caller: CanList,
-    session: SessionDep,
-    key: SigningKey,
-    query: Annotated[ListQuery, Query()],
-) -> ContactPage:
+async def list_contacts(request: Request) -> Response:
     """Contacts of the Space, newest first, in pages joined by opaque cursors.
 
     `start_date` and `end_date` filter on the creation time in the Space's timezone, both
     inclusive; `email` and `phone` find contacts by the same normal forms that identify them.
     """
-    cursor = None
-    if query.cursor is not None:
-        try:
-            cursor = decode_cursor(query.cursor, key, caller.space_id)
-        except InvalidCursor:
-            raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
-    start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
-    filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
-    rows, has_more = await reads.list_contacts(
-        session,
-        caller.space_id,
-        filters,
-        cursor,
-        query.per_page,
-        with_custom_fields=query.include_custom_fields,
-    )
-    emails = (
-        await reads.all_emails(session, caller.space_id, [row.id for row in rows])
-        if query.include_all_emails
-        else {}
-    )
+    async with transaction(request) as session:
+        caller = await authorise(request, session, access.LIST)
+        query = parse_query(ListQuery, request)
+        key = await signing_key(request, session)
+        cursor = None
+        if query.cursor is not None:
+            try:
+                cursor = decode_cursor(query.cursor, key, caller.space_id)
+            except InvalidCursor:
+                raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
+        start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
+        filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+        rows, has_more = await reads.list_contacts(
+            session,
+            caller.space_id,
+            filters,
+            cursor,
+            query.per_page,
+            with_custom_fields=query.include_custom_fields,
+        )
+        emails = (
+            await reads.all_emails(session, caller.space_id, [row.id for row in rows])
+            if query.include_all_emails
+            else {}
+        )
     data = []
     for row in rows:
         item = ContactSummary(
@@ -206,7 +206,7 @@ async def list_contacts(
         if query.include_custom_fields:
             item.custom_fields = to_wire(reads.slots_of(row), every_slot=True)
         data.append(item)
-    return _page(request, data, cursor, has_more, query.per_page, key, caller.space_id)
+    return answer(_page(request, data, cursor, has_more, query.per_page, key, caller.space_id))
 
 
 def _page(
@@ -255,22 +255,21 @@ EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export 
     response_model_exclude_unset=True,
     summary="Export the contacts created in a window",
     responses=error_responses(401, 403, 413, 422, 429, 503),
-    openapi_extra=json_body(ExportRequest),
+    openapi_extra=documented(query=NoQuery, body=ExportRequest),
 )
-async def create_export(
-    request: Request,
-    caller: CanExport,
-    session: SessionDep,
-    query: Annotated[NoQuery, Query()],
-) -> ExportStatus:
+async def create_export(request: Request) -> Response:
     """Queue an export of the Space's contacts created between `start_date` and `end_date`
     (the Space's timezone, inclusive). Poll it with GET /contacts/exports/{export_id}."""
-    payload = parse_body(ExportRequest, await request.body())
-    start, end = reads.creation_window(payload.start_date, payload.end_date, caller.timezone)
-    assert start is not None
-    assert end is not None
-    export = await exports.queue_export(session, caller.space_id, start, end)
-    return ExportStatus(export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"])
+    async with transaction(request) as session:
+        caller = await authorise(request, session, access.EXPORT)
+        parse_query(NoQuery, request)
+        payload = parse_body(ExportRequest, await request.body())
+        start, end = reads.creation_window(payload.start_date, payload.end_date, caller.timezone)
+        assert start is not None
+        assert end is not None
+        export = await exports.queue_export(session, caller.space_id, start, end)
+    status = ExportStatus(export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"])
+    return answer(status, 202)
 
 
 @router.get(
@@ -279,17 +278,15 @@ async def create_export(
     response_model_exclude_unset=True,
     summary="Poll an export",
     responses=error_responses(401, 403, 404, 422, 429, 503),
+    openapi_extra=documented(query=NoQuery),
 )
-async def get_export(
-    request: Request,
-    caller: CanPollExport,
-    session: SessionDep,
-    key: SigningKey,
-    export_id: str,
-    query: Annotated[NoQuery, Query()],
-) -> ExportStatus:
+async def get_export(request: Request, export_id: str) -> Response:
     """The export's status; when completed, a signed `download_url` valid for 15 minutes."""
-    export = await exports.find_export(session, caller.space_id, export_id)
+    async with transaction(request) as session:
+        caller = await authorise(request, session, access.POLL_EXPORT)
+        parse_query(NoQuery, request)
+        key = await signing_key(request, session)
+        export = await exports.find_export(session, caller.space_id, export_id)
     status = ExportStatus(export_id=export.id, status=export.status, created_at=export.created_at)
     if export.status == "failed":
         status.message = export.failure
@@ -304,7 +301,7 @@ async def get_export(
         status.download_url = f"{link}?{urlencode({'expires': expires, 'signature': signature})}"
         status.completed_at = export.completed_at
         status.expires_at = expires_at
-    return status
+    return answer(status)
 
 
 @router.get(
@@ -317,22 +314,21 @@ async def get_export(
         200: {"content": {"application/gzip": {}}, "description": "Gzipped NDJSON"},
         403: {"model": ERRORS[403][0], "description": "Link invalid or expired"},
     },
+    openapi_extra=documented(query=DownloadQuery, secured=False),
 )
-async def download_export(
-    request: Request,
-    session: SessionDep,
-    key: SigningKey,
-    export_id: str,
-    query: Annotated[DownloadQuery, Query()],
-) -> FileResponse:
+async def download_export(request: Request, export_id: str) -> FileResponse:
     """The export file: one contact per line (`id`, `email`, `name`, `phone`, `location`,
     `created_at`). The link is its own credential; it expires 15 minutes after completion."""
     refused = Forbidden("This download link is invalid or has expired.")
-    if not exports.is_export_id(export_id) or not exports.download_allowed(
-        key, export_id, query.expires, query.signature
-    ):
-        raise refused
-    path = await exports.completed_file(session, export_id, request.app.state.settings.export_dir)
+    query = parse_query(DownloadQuery, request)
+    async with transaction(request) as session:
+        key = await signing_key(request, session)
+        if not exports.is_export_id(export_id) or not exports.download_allowed(
+            key, export_id, query.expires, query.signature
+        ):
+            raise refused
+        directory = request.app.state.settings.export_dir
+        path = await exports.completed_file(session, export_id, directory)
     if path is None:
         raise refused
     return FileResponse(

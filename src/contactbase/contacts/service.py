@@ -21,7 +21,7 @@ from contactbase.contacts.reads import (
 )
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
-from contactbase.db import is_postgres, is_retryable, is_unique_violation
+from contactbase.db import Connection, is_retryable, is_unique_violation
 from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.spaces.service import utcnow
 from contactbase.validation import show
@@ -81,13 +81,8 @@ async def create_contact(
     Returns the contact and whether it was created. The unique (Space, email) constraint
     decides races: a create that loses one is retried, and then merges.
     """
-    incoming = {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS}
+    incoming = _incoming(payload)
     slots = sent_slots(payload.custom_fields)
-    if is_postgres(session):
-        created = await insert_if_new(session, space_id, incoming, slots)
-        if created is not None:
-            return created, True
-        # An email is known: resolve and merge (or refuse) as below.
 
     async def write() -> tuple[ContactDetail, bool]:
         owners = await _email_owners(session, space_id, incoming["emails"])
@@ -101,6 +96,22 @@ async def create_contact(
         return await _merge(session, space_id, sorted(set(owners.values())), incoming, slots), False
 
     return await _attempt(session, write)
+
+
+def _incoming(payload: ContactCreate) -> dict[str, list[Value]]:
+    return {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS}
+
+
+async def create_if_new(
+    connection: Connection, space_id: int, payload: ContactCreate
+) -> ContactDetail | None:
+    """On PostgreSQL, the new contact written in one statement; None when an email is known
+    (nothing is written: create_contact then merges) and always on SQLite."""
+    if isinstance(connection, AsyncSession):
+        return None
+    return await insert_if_new(
+        connection, space_id, _incoming(payload), sent_slots(payload.custom_fields)
+    )
 
 
 async def _email_owners(
