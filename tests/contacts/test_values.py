@@ -5,15 +5,18 @@ import string
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given
+from email_validator import validate_email
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from contactbase.contacts.service import dedupe
 from contactbase.contacts.values import (
+    PLAIN_EMAIL,
     ValueRejected,
     clean_email,
     clean_phone,
     clean_text,
+    is_plain_email,
     normalise_email,
     normalise_phone,
     normalise_text,
@@ -121,6 +124,50 @@ def test_clean_email_rejects(raw: str, kind: str, context: dict[str, object]) ->
 @given(st.text().filter(lambda text: "@" not in text))
 def test_clean_email_rejects_text_without_at_sign(text: str) -> None:
     assert rejection(clean_email, text).kind in {"blank", "invalid_email", "too_many_characters"}
+
+
+@given(st.from_regex(PLAIN_EMAIL, fullmatch=True) | st.emails() | st.text(max_size=80))
+@settings(max_examples=300)
+def test_every_plain_email_is_one_email_validator_accepts(email: str) -> None:
+    """The fast path may only accept what email-validator accepts (it judges everything else)."""
+    if len(email) <= 254 and is_plain_email(email):
+        validate_email(email, check_deliverability=False)
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "john@example.com",
+        "first.last+tag@sub.example.co.uk",
+        "o'brien@example.ie",
+        "JOHN@EXAMPLE.COM",
+        "a@b-c.de",
+        EMAIL_254,
+    ],
+)
+def test_everyday_emails_take_the_fast_path(email: str) -> None:
+    assert is_plain_email(email)
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "a@localhost",
+        "a@host.test",
+        "a@b.onion",
+        "a..b@example.com",
+        "a.@example.com",
+        "a@-example.com",
+        "a@example-.com",
+        "a@ex--ample.com",
+        "a@example.c0m",
+        "用户@例子.广告",
+        "a" * 65 + "@example.com",
+        "a@" + "b" * 64 + ".com",
+    ],
+)
+def test_other_emails_are_left_to_email_validator(email: str) -> None:
+    assert not is_plain_email(email)
 
 
 # normalise_phone

@@ -3,13 +3,24 @@
 import re
 import unicodedata
 
-from email_validator import EmailNotValidError, validate_email
+from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 MAX_EMAIL_LENGTH = 254
 MAX_PHONE_LENGTH = 32
 MAX_TEXT_LENGTH = 255
 PHONE_SHAPE = re.compile(r"\+?[0-9 ().\-]+")
 NON_DIGITS = re.compile(r"[^0-9]")
+# The everyday shape of an address, which email-validator always accepts (tests hold this):
+# a dot-atom local part of at most 64 ASCII characters, and a domain of letter-digit labels
+# joined by single hyphens, under an alphabetic top-level label. email-validator judges the
+# rest; it costs about 100 µs an address, a sixth of a create's CPU for two of them.
+PLAIN_EMAIL = re.compile(
+    r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
+    r"@(?P<domain>(?:[A-Za-z0-9]{1,63}(?:-[A-Za-z0-9]{1,62})*\.)+[A-Za-z]{2,63})"
+)
+SPECIAL_USE_SUFFIXES = tuple(
+    suffix for name in SPECIAL_USE_DOMAIN_NAMES for suffix in (f".{name}", f"@{name}")
+)
 
 
 class ValueRejected(ValueError):
@@ -45,11 +56,23 @@ def clean_email(raw: str) -> str:
         raise ValueRejected("blank")
     if len(email) > MAX_EMAIL_LENGTH:
         raise ValueRejected("too_many_characters", max=MAX_EMAIL_LENGTH)
+    if is_plain_email(email):
+        return email
     try:
         validate_email(email, check_deliverability=False)
     except EmailNotValidError:
         raise ValueRejected("invalid_email") from None
     return email
+
+
+def is_plain_email(email: str) -> bool:
+    """True for an address of the everyday shape (PLAIN_EMAIL) that email-validator accepts."""
+    match = PLAIN_EMAIL.fullmatch(email)
+    if match is None or len(match["local"]) > 64:
+        return False
+    domain = match["domain"]
+    labels_fit = all(len(label) <= 63 for label in domain.split("."))
+    return labels_fit and not ("@" + domain.lower()).endswith(SPECIAL_USE_SUFFIXES)
 
 
 def clean_phone(raw: str) -> str:
