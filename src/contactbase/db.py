@@ -12,7 +12,13 @@ from fastapi import Request
 from sqlalchemy import BigInteger, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DBAPIError,
+    EmulatedDBAPIException,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +30,8 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
+
+from contactbase.errors import DomainError
 
 # A 64-bit id on PostgreSQL; SQLite assigns ids only to a column declared INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -129,8 +137,9 @@ def _sqlstate(exc: BaseException) -> str:
     return getattr(getattr(exc, "orig", exc), "sqlstate", None) or ""
 
 
-# The errors of the database: SQLAlchemy's, and asyncpg's raised on the direct path.
-DRIVER_ERRORS = (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError)
+# The errors of the database: SQLAlchemy's (and its stand-ins for the driver's, raised when
+# the pool connects), and asyncpg's raised on the direct path.
+DRIVER_ERRORS = (DBAPIError, EmulatedDBAPIException, asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 # Socket failures of a connection to the database (not, say, a full disk).
@@ -151,6 +160,11 @@ def is_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, OSError) and exc.errno in CONNECTION_ERRNOS:
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return True  # the connection's protocol lost its place (seen as a backend is killed)
+    orig = getattr(exc, "orig", None)
+    if isinstance(exc, EmulatedDBAPIException) and isinstance(orig, Exception):
+        return is_unavailable(orig) or _sqlstate(exc) in ("57P01", "57P02", "57P03", "53300")
     if not isinstance(exc, DRIVER_ERRORS):
         return False
     state = _sqlstate(exc)
@@ -240,7 +254,9 @@ async def direct(request: Request) -> AsyncIterator[Connection]:
             # is recycled at its next checkout, so one request (not each) finds the loss.
             pool = db.engine.sync_engine.pool
             await greenlet_spawn(pool._invalidate, pooled, exc)
-        elif connection.is_in_transaction() or isinstance(exc, asyncio.CancelledError):
+        elif not isinstance(exc, DomainError) or connection.is_in_transaction():
+            # Only an answer of ours (a 4xx, its transaction rolled back) leaves the
+            # connection in a known state; after anything else it goes.
             await greenlet_spawn(pooled.invalidate, exc)
         raise
     finally:

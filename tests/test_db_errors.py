@@ -1,0 +1,66 @@
+"""Which database failures are answered 503 (db.is_unavailable), on SQLAlchemy's path and on
+the direct asyncpg path, where the driver's exceptions arrive unwrapped."""
+
+import errno
+
+import asyncpg
+import pytest
+from sqlalchemy.dialects.postgresql.asyncpg import AsyncAdapt_asyncpg_dbapi
+from sqlalchemy.exc import DBAPIError
+
+from contactbase.db import is_retryable, is_unavailable
+from contactbase.errors import NotFound
+
+
+def shutting_down() -> asyncpg.PostgresError:
+    return asyncpg.exceptions.CannotConnectNowError("the database system is shutting down")
+
+
+def as_the_pool_raises_it(error: Exception) -> Exception:
+    """The stand-in SQLAlchemy's asyncpg adapter raises when a new connection fails."""
+    return AsyncAdapt_asyncpg_dbapi.Error(str(error), error)  # type: ignore[no-untyped-call]
+
+
+def as_sqlalchemy_raises_it(error: Exception) -> Exception:
+    """What a statement run through SQLAlchemy raises: the stand-in, wrapped."""
+    stand_in = as_the_pool_raises_it(error)
+    return DBAPIError.instance("SELECT 1", {}, stand_in, AsyncAdapt_asyncpg_dbapi.Error)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        ConnectionRefusedError(errno.ECONNREFUSED, "refused"),
+        OSError(errno.ECONNRESET, "reset"),
+        shutting_down(),
+        as_the_pool_raises_it(shutting_down()),
+        as_the_pool_raises_it(asyncpg.exceptions.TooManyConnectionsError("too many")),
+        as_sqlalchemy_raises_it(asyncpg.exceptions.AdminShutdownError("terminating")),
+        asyncpg.exceptions.ConnectionDoesNotExistError("closed in the middle of operation"),
+        asyncpg.exceptions.InternalClientError("cannot switch to state 15"),
+        TimeoutError(),
+    ],
+)
+def test_lost_or_refusing_databases_are_unavailable(failure: Exception) -> None:
+    assert is_unavailable(failure)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        NotFound("No contact with id 1."),
+        ValueError("a bug"),
+        asyncpg.exceptions.UniqueViolationError("duplicate key"),
+        as_the_pool_raises_it(asyncpg.exceptions.InvalidPasswordError("wrong password")),
+        OSError(errno.ENOSPC, "disk full"),
+    ],
+)
+def test_other_failures_are_not(failure: Exception) -> None:
+    assert not is_unavailable(failure)
+
+
+def test_serialisation_failures_and_deadlocks_are_retryable_on_either_path() -> None:
+    deadlock = asyncpg.exceptions.DeadlockDetectedError("deadlock")
+    assert is_retryable(deadlock)
+    assert is_retryable(as_sqlalchemy_raises_it(deadlock))
+    assert not is_retryable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
