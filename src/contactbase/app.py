@@ -14,10 +14,11 @@ from starlette.exceptions import HTTPException
 
 from contactbase import __version__
 from contactbase.contacts.exports import ExportWorker
+from contactbase.contacts.router import EXPRESS
 from contactbase.contacts.router import router as contacts_router
 from contactbase.db import Database
 from contactbase.errors import DomainError
-from contactbase.middleware import Metrics, RequestContext
+from contactbase.middleware import ExpressLane, Metrics, RequestContext
 from contactbase.openapi import complete_document
 from contactbase.operations import router as operations_router
 from contactbase.operations import schema_head
@@ -74,6 +75,16 @@ def allowed_methods(request: Request) -> list[str]:
     )
 
 
+def express_routes() -> list[APIRoute]:
+    """The routes of the express lane: the contacts router's first ones, which FastAPI tries
+    before any other that could match their paths."""
+    routes = [route for route in contacts_router.routes if isinstance(route, APIRoute)]
+    leading = routes[: len(EXPRESS)]
+    if [route.endpoint for route in leading] != list(EXPRESS):
+        raise RuntimeError("the express lane's endpoints must be the first the router declares")
+    return leading
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
     settings = settings or Settings()
@@ -119,6 +130,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(operations_router)
     for error in (DomainError, RequestValidationError, HTTPException):
         app.add_exception_handler(error, answer_error)
+    # Added first, so RequestContext wraps it.
+    app.add_middleware(ExpressLane, routes=express_routes(), answer_error=answer_error)
     app.add_middleware(
         RequestContext, max_body_bytes=settings.max_body_bytes, metrics=app.state.metrics
     )

@@ -1,18 +1,23 @@
 """The outermost layer of every request: request id, body limit, metrics, and the last word on
-failures (500 with a request id, 503 while the database is away), never a stack trace."""
+failures (500 with a request id, 503 while the database is away), never a stack trace; and
+inside it, the express lane of the hottest endpoints."""
 
 import logging
 import re
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactbase.db import is_retryable, is_unavailable
+from contactbase.errors import DomainError
 
 log = logging.getLogger("contactbase")
 
@@ -180,3 +185,44 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()
 
     return replay
+
+
+Endpoint = Callable[..., Awaitable[Response]]
+ErrorAnswer = Callable[[Request, Exception], Awaitable[Response]]
+
+
+class ExpressLane:
+    """Pure ASGI, inside RequestContext: the hottest endpoints (create, get by id) called
+    straight, past FastAPI's exception middleware, router, dependency resolution and response
+    serialisation, about 110 µs of CPU a request (an eighth of a get). Nothing they need is
+    skipped: they take only the request and their path parameters as text, authorise and parse
+    on their own, return a Response, and their errors go through the app's one error handler.
+    Each is matched by its own route's method and pattern, and only routes that FastAPI would
+    try first are given (app.express_routes); tests/test_express.py holds that the answers are
+    FastAPI's. FastAPI still documents them."""
+
+    def __init__(self, app: ASGIApp, *, routes: list[APIRoute], answer_error: ErrorAnswer) -> None:
+        self.app = app
+        self.routes = routes
+        self.answer_error = answer_error
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for route in self.routes:
+                match = route.path_regex.match(scope["path"])
+                if match is not None and scope["method"] in (route.methods or ()):
+                    await self._serve(route, match.groupdict(), scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+    async def _serve(
+        self, route: APIRoute, params: dict[str, str], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        scope["route"], scope["path_params"] = route, params
+        request = Request(scope, receive)
+        endpoint: Endpoint = route.endpoint
+        try:
+            response = await endpoint(request, **params)
+        except DomainError as exc:
+            response = await self.answer_error(request, exc)
+        await response(scope, receive, send)
