@@ -231,10 +231,10 @@ class Prepared:
 
 @asynccontextmanager
 async def direct(request: Request) -> AsyncIterator[Connection]:
-    """The hot endpoints' connection: on PostgreSQL a pooled connection's asyncpg connection
-    (in a transaction unless the request only reads), else the request's session in its
-    transaction. A connection that fails mid-way is discarded, and with a lost server the
-    whole pool is, as SQLAlchemy does on its own path."""
+    """The hot endpoints' connection: on PostgreSQL a pooled connection's asyncpg connection,
+    outside any transaction (their statements are each atomic on their own), else the
+    request's session in its transaction. A connection that fails mid-way is discarded, and
+    with a lost server the whole pool is, as SQLAlchemy does on its own path."""
     db: Database = request.app.state.db
     if db.is_sqlite:
         async with transaction(request) as session:
@@ -243,11 +243,7 @@ async def direct(request: Request) -> AsyncIterator[Connection]:
     pooled = await db.engine.raw_connection()
     connection: asyncpg.Connection[Any] = pooled.driver_connection
     try:
-        if request.method in ("GET", "HEAD"):
-            yield connection
-        else:
-            async with connection.transaction():
-                yield connection
+        yield connection
     except BaseException as exc:
         if is_unavailable(exc) or connection.is_closed():
             # As SQLAlchemy does on its own path: every connection made before this one

@@ -4,8 +4,10 @@ import asyncio
 
 import httpx
 
+from contactbase.contacts import service
+from contactbase.contacts.schemas import ContactCreate
 from contactbase.db import Database
-from tests.factories import CONTACTS, make_tenant
+from tests.factories import CONTACTS, bearer, make_key, make_space, make_tenant
 
 
 async def test_parallel_creates_of_one_new_email_end_as_one_contact(
@@ -64,3 +66,27 @@ async def test_overlapping_chain_merges_leave_one_contact(
     for contact_id in created:
         alias = await client.get(f"{CONTACTS}/{contact_id}", headers=auth)
         assert alias.json()["id"] == created[0]
+
+
+async def test_a_create_that_waits_on_an_uncommitted_owner_merges_into_it(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """The create meets the email's unique index held by a transaction not yet committed: it
+    waits, and once that commits, it merges instead of writing any of its own rows."""
+    space_id = await make_space(db)
+    auth = bearer(await make_key(db, space_id))
+    async with db.writer() as session, session.begin():
+        held = ContactCreate.model_validate({"emails": ["held@example.com"], "names": ["First"]})
+        owner, _created = await service.create_contact(session, space_id, held)
+        sent = {"emails": ["other@example.com", "held@example.com"], "names": ["Second"]}
+        racing = asyncio.create_task(client.post(CONTACTS, json=sent, headers=auth))
+        await asyncio.sleep(0.5)
+        assert not racing.done()  # waiting on the index (or, on SQLite, the write lock)
+    response = await racing
+    assert response.status_code == 200, response.text
+    merged = response.json()
+    assert merged["id"] == owner.id
+    assert merged["emails"] == ["held@example.com", "other@example.com"]
+    assert merged["names"] == ["First", "Second"]
+    listed = (await client.get(CONTACTS, headers=auth)).json()
+    assert [contact["id"] for contact in listed["data"]] == [owner.id]
