@@ -130,10 +130,6 @@ class Database:
             await self.writer_engine.dispose()
 
 
-def is_postgres(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
-
-
 def _sqlstate(exc: BaseException) -> str:
     """The SQLSTATE of a driver error, whether SQLAlchemy wrapped it or not."""
     return getattr(getattr(exc, "orig", exc), "sqlstate", None) or ""
