@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PG_TEST_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_test
 REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
+PG_FUZZ_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_fuzz
 INSTALLED := $(VENV)/.installed
 
 .PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults bench bench-quick
@@ -55,9 +56,10 @@ bench-limiter: install
 bench-export: install
 	$(BIN)/python bench/export_memory.py
 
-## Schemathesis against the app's own OpenAPI document, longer than the bounded run in `make test`.
+## Schemathesis against the app's own OpenAPI document, on SQLite then PostgreSQL; longer than the bounded run in `make test`.
 fuzz: install
 	$(BIN)/python reliability/fuzz.py
+	$(BIN)/python reliability/fuzz.py --postgres $(PG_FUZZ_URL)
 
 ## Fault injection against a PostgreSQL of its own: kills, restarts; then checks nothing was lost.
 faults: install

@@ -19,6 +19,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
+sys.path.insert(0, str(ROOT / "bench"))
+from database import fresh_database  # noqa: E402  (the benchmarks' fresh database)
+
 # The goal's checks: no 5xx, and every status code, content type and body as documented.
 CHECKS = ",".join(
     (
@@ -141,12 +144,20 @@ def main() -> int:
     parser.add_argument("--max-examples", type=int, default=200, help="per operation and key")
     parser.add_argument("--seed", type=int, help="replay a run (its seed is printed)")
     parser.add_argument("--checks", default=CHECKS, help="schemathesis checks, or 'all'")
+    parser.add_argument(
+        "--postgres",
+        metavar="URL",
+        help="serve from this PostgreSQL database, dropped and created afresh (default: a new "
+        "SQLite file); on PostgreSQL, create and get take the direct asyncpg path",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="contactbase-fuzz-") as directory:
         work = Path(directory)
+        if args.postgres:
+            fresh_database(args.postgres)
         env = {
             **os.environ,
-            "CONTACTBASE_DATABASE_URL": f"sqlite:///{work / 'contactbase.db'}",
+            "CONTACTBASE_DATABASE_URL": args.postgres or f"sqlite:///{work / 'contactbase.db'}",
             "CONTACTBASE_EXPORT_DIR": str(work / "exports"),
         }
         env.pop("CONTACTBASE_REDIS_URL", None)
