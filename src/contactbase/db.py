@@ -249,7 +249,7 @@ async def direct(request: Request) -> AsyncIterator[Connection]:
             pool = db.engine.sync_engine.pool
             await greenlet_spawn(pool._invalidate, pooled, exc)
         elif not isinstance(exc, DomainError) or connection.is_in_transaction():
-            # Only an answer of ours (a 4xx, its transaction rolled back) leaves the
+            # Only an answer of ours (a 4xx, raised between statements) leaves the
             # connection in a known state; after anything else it goes.
             await greenlet_spawn(pooled.invalidate, exc)
         raise
