@@ -179,9 +179,11 @@ def pgbench(script: Path, connections: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def children(pid: int) -> list[int]:
+def workers_of(pid: int) -> list[int]:
+    """The server's worker processes: its children, or itself when it runs one worker."""
     path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(child) for child in path.read_text().split()] if path.exists() else []
+    found = [int(child) for child in path.read_text().split()] if path.exists() else []
+    return found or [pid]
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -261,7 +263,7 @@ def main() -> None:
         plan += [("merge", "create that merges"), ("list", "list pages of 200")]
     server = start_server(port, args.workers, REDIS_URL)
     try:
-        workers = children(server.pid)
+        workers = workers_of(server.pid)
         for mode, title in plan:
             print(f"bench: {title} ...", flush=True)
             results[mode] = scenario(
@@ -295,7 +297,7 @@ def main() -> None:
             results["create_at_1m"] = scenario(
                 wrk_path,
                 port,
-                children(server.pid),
+                workers_of(server.pid),
                 ["create", key, tag + "m", *seeded],
                 seconds,
                 args.connections,
