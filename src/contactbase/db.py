@@ -230,12 +230,15 @@ class Prepared:
 @asynccontextmanager
 async def direct(request: Request) -> AsyncIterator[Connection]:
     """The hot endpoints' connection: on PostgreSQL a pooled connection's asyncpg connection,
-    outside any transaction (their statements are each atomic on their own), else the
-    request's session in its transaction. A connection that fails mid-way is discarded, and
-    with a lost server the whole pool is, as SQLAlchemy does on its own path."""
+    outside any transaction (their statements are each atomic on their own); on SQLite, where
+    they only read (writes go through `transaction`), a reader session in its snapshot. A
+    connection that fails mid-way is discarded, and with a lost server the whole pool is, as
+    SQLAlchemy does on its own path."""
     db: Database = request.app.state.db
     if db.is_sqlite:
-        async with transaction(request) as session:
+        # Not the writer: a create would otherwise take SQLite's one write lock twice, the
+        # first time only to check its key.
+        async with db.reader() as session, session.begin():
             yield session
         return
     pooled = await db.engine.raw_connection()
