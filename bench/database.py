@@ -7,7 +7,7 @@ import asyncpg
 from alembic import command
 from sqlalchemy.engine import make_url
 
-from contactbase.operations import migrations_config
+from contactbase.migrations import migrations_config
 
 
 async def _recreate_postgres(url: str) -> None:

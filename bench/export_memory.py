@@ -20,9 +20,8 @@ from sqlalchemy import insert
 
 from contactbase.contacts.exports import ExportWorker, queue_export
 from contactbase.contacts.models import Contact, ContactEmail
-from contactbase.db import Database
+from contactbase.db import Database, utcnow
 from contactbase.spaces import service
-from contactbase.spaces.service import utcnow
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from database import fresh_database

@@ -17,10 +17,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from contactbase.contacts.writes import NEW_CONTACT
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
-from contactbase.contacts.fast_create import STATEMENT
 from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
 from contactbase.db import Database
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
@@ -122,8 +122,12 @@ def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: P
         "locations_values": ["New York, NY", "Los Angeles, CA"],
         "locations_normalised": ["New York, NY", "Los Angeles, CA"],
     }
+    params |= dict.fromkeys(name for name in NEW_CONTACT.names if name.startswith("profile_field"))
+    # The prepared statement's $n placeholders, each replaced by its parameter as a literal.
     create = re.sub(
-        r":(\w+)", lambda m: sql_literal(params.get(m.group(1))), STATEMENT.statement.text
+        r"\$(\d+)",
+        lambda m: sql_literal(params[NEW_CONTACT.names[int(m.group(1)) - 1]]),
+        NEW_CONTACT.sql,
     )
     # A create runs the key look-up, then the one-statement insert: each its own transaction.
     (directory / "create.sql").write_text(

@@ -14,9 +14,9 @@ from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.db import Database, async_url
-from contactbase.operations import migrations_config
+from contactbase.migrations import migrations_config
 from contactbase.settings import Settings
 
 IN_CI = os.environ.get("CI") == "true"
@@ -101,8 +101,7 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
 async def app(settings: Settings, db: Database) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     yield application
-    await application.state.limiter.close()
-    await application.state.db.dispose()
+    await close(application)
 
 
 @pytest.fixture

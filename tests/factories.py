@@ -66,3 +66,29 @@ async def add_contact(
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+# The code each error status answers with (SPEC 6.1); 403 and 503 have several.
+ERROR_CODES = {
+    401: {"unauthenticated"},
+    403: {"space_inactive", "permission_missing", "download_link_invalid"},
+    404: {"not_found"},
+    405: {"method_not_allowed"},
+    409: {"conflict"},
+    413: {"payload_too_large"},
+    422: {"validation_failed"},
+    429: {"rate_limited"},
+    500: {"internal_error"},
+    503: {"database_unavailable", "schema_outdated"},
+}
+
+
+def answered(response: httpx.Response) -> Any:
+    """The JSON body; for an error, after checking its `code` (one of its status's) and its
+    `request_id` (the response's X-Request-Id), without those two, so that a test can compare
+    the rest of the body exactly."""
+    body = response.json()
+    if response.status_code >= 400 and isinstance(body, dict):
+        assert body.pop("request_id") == response.headers["x-request-id"]
+        assert body.pop("code") in ERROR_CODES[response.status_code], response.text
+    return body

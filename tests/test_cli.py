@@ -12,9 +12,9 @@ from typer.testing import CliRunner, Result
 
 from contactbase.cli import app
 from contactbase.db import Database
-from contactbase.operations import schema_head
+from contactbase.migrations import schema_head
 from contactbase.ratelimit import DEFAULT_LIMITS
-from tests.factories import CONTACTS, SEED, bearer
+from tests.factories import CONTACTS, SEED, answered, bearer
 
 SPACE_KEYS = {"id", "name", "status", "timezone", "rate_limits", "created_at"}
 KEY_KEYS = {"id", "space_id", "name", "prefix", "permissions", "created_at", "key"}
@@ -119,7 +119,7 @@ def test_unknown_space_fails(cli: Cli, command: str) -> None:
     assert "No Space with id 999." in one_line(result.stderr)
     as_json = cli("space", command, "999", "--json")
     assert as_json.exit_code == 1
-    assert json.loads(as_json.stdout) == {"message": "No Space with id 999."}
+    assert json.loads(as_json.stdout) == {"message": "No Space with id 999.", "code": "not_found"}
 
 
 def test_space_set_limit(cli: Cli) -> None:
@@ -198,7 +198,7 @@ def test_key_create_for_an_unknown_space_fails(cli: Cli) -> None:
     assert "cb_" not in result.output
     as_json = cli("key", "create", "999", "--json")
     assert as_json.exit_code == 1
-    assert json.loads(as_json.stdout) == {"message": "No Space with id 999."}
+    assert json.loads(as_json.stdout) == {"message": "No Space with id 999.", "code": "not_found"}
 
 
 def test_key_create_without_json_shows_the_key_once(cli: Cli) -> None:
@@ -244,7 +244,7 @@ async def test_key_revoke_applies_to_the_next_request(cli: Cli, client: httpx.As
     assert TIMESTAMP.fullmatch(revoked["revoked_at"])
     response = await client.get(CONTACTS, headers=auth)
     assert response.status_code == 401
-    assert response.json() == {"message": "Unauthenticated."}
+    assert answered(response) == {"message": "Unauthenticated."}
 
 
 async def test_space_deactivate_applies_to_the_next_request(

@@ -13,7 +13,7 @@ from sqlalchemy.pool import NullPool
 
 from contactbase.contacts import models as contacts_models
 from contactbase.db import Base, async_url
-from contactbase.operations import migrations_config, schema_head
+from contactbase.migrations import migrations_config, schema_head
 from contactbase.spaces import models as spaces_models
 
 TABLES = {

@@ -9,11 +9,11 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy.exc import DBAPIError
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.db import Database
-from contactbase.operations import schema_head
+from contactbase.migrations import schema_head
 from contactbase.settings import Settings
-from tests.factories import CONTACTS, SEED, make_tenant
+from tests.factories import CONTACTS, SEED, answered, make_tenant
 
 UNREACHABLE = "postgresql://postgres@127.0.0.1:1/nope"
 SOME_KEY = {"Authorization": "Bearer cb_" + "A" * 43}
@@ -24,7 +24,7 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
-    await app.state.db.dispose()
+    await close(app)
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ async def boom(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 async def test_healthz(client: httpx.AsyncClient) -> None:
     response = await client.get("/healthz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok"}
+    assert answered(response) == {"status": "ok"}
 
 
 async def test_readyz_reports_the_schema(client: httpx.AsyncClient) -> None:
@@ -66,7 +66,7 @@ async def test_readyz_reports_the_schema(client: httpx.AsyncClient) -> None:
     assert head is not None
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "schema": head}
+    assert answered(response) == {"status": "ok", "schema": head}
 
 
 async def test_readyz_is_503_without_a_database(offline: httpx.AsyncClient) -> None:
@@ -91,7 +91,7 @@ async def test_contacts_without_a_database_are_503(
     response = await offline.request(method, path, json=body, headers=SOME_KEY)
     assert response.status_code == 503
     assert response.headers["content-type"] == "application/json"
-    assert list(response.json()) == ["message"]
+    assert list(answered(response)) == ["message"]
     assert "unavailable" in response.json()["message"]
     assert FRESH_ID.fullmatch(response.headers["x-request-id"])
     metrics = (await offline.get("/metrics")).text
@@ -132,7 +132,8 @@ async def test_openapi_documents_the_contacts_endpoints(client: httpx.AsyncClien
     assert {"200", "201", "409", "413"} <= set(create["responses"])
     schema = create["requestBody"]["content"]["application/json"]["schema"]
     assert create["requestBody"]["required"] is True
-    assert schema["title"] == "ContactCreate"
+    assert schema == {"$ref": "#/components/schemas/ContactCreate"}
+    schema = document["components"]["schemas"]["ContactCreate"]
     assert {"emails", "phones", "names", "locations"} <= set(schema["properties"])
     assert schema["required"] == ["emails"]
     parameters = [parameter["name"] for parameter in operations["get"]["parameters"]]
@@ -191,7 +192,7 @@ async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:
         response = await client.get(path)
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == {"message": "Not found."}
+        assert answered(response) == {"message": "Not found."}
 
 
 async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
@@ -199,13 +200,13 @@ async def test_wrong_method_is_json_405(client: httpx.AsyncClient) -> None:
         response = await client.request(method, path)
         assert response.status_code == 405
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == {"message": "Method not allowed."}
+        assert answered(response) == {"message": "Method not allowed."}
 
 
 async def test_an_unretried_deadlock_is_503_not_500(boom: httpx.AsyncClient) -> None:
     response = await boom.get("/deadlock")
     assert response.status_code == 503
-    assert response.json() == {"message": "The database is busy; retry the request."}
+    assert answered(response) == {"message": "The database is busy; retry the request."}
 
 
 async def test_unexpected_failure_is_500_with_the_request_id(boom: httpx.AsyncClient) -> None:
@@ -213,7 +214,8 @@ async def test_unexpected_failure_is_500_with_the_request_id(boom: httpx.AsyncCl
     assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
     body = response.json()
-    assert set(body) == {"message", "request_id"}
+    assert set(body) == {"message", "code", "request_id"}
+    assert body["code"] == "internal_error"
     assert body["message"]
     assert body["request_id"] == response.headers["x-request-id"]
     assert FRESH_ID.fullmatch(body["request_id"])

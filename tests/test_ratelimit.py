@@ -15,7 +15,7 @@ import httpx
 import pytest
 import redis
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.db import Database
 from contactbase.settings import Settings
 from contactbase.spaces import service
@@ -55,8 +55,7 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
             yield client
     finally:
-        await app.state.limiter.close()
-        await app.state.db.dispose()
+        await close(app)
 
 
 async def set_limit(db: Database, space_id: int, endpoint: str, per_minute: int) -> None:

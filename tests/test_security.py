@@ -22,12 +22,22 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 from typer.testing import CliRunner
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.cli import app as cli_app
 from contactbase.db import Database, transaction
 from contactbase.settings import Settings
 from contactbase.spaces import access
-from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space, make_tenant
+from contactbase.state import state_of
+from tests.factories import (
+    CONTACTS,
+    SEED,
+    add_contact,
+    answered,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+)
 
 Auth = dict[str, str]
 EXPORTS = f"{CONTACTS}/exports"
@@ -59,7 +69,7 @@ def seen(response: httpx.Response) -> tuple[int, Any, list[str], dict[str, str]]
     the headers that do not change from one request to the next."""
     varying = {"x-request-id", "x-ratelimit-remaining", "ratelimit"}
     stable = {name: value for name, value in response.headers.items() if name not in varying}
-    return response.status_code, response.json(), sorted(response.headers), stable
+    return response.status_code, answered(response), sorted(response.headers), stable
 
 
 async def test_a_foreign_contact_id_answers_exactly_as_an_unused_one(
@@ -183,7 +193,7 @@ async def test_a_foreign_cursor_is_refused_like_a_forged_one(
         response = await client.get(CONTACTS, params={"cursor": cursor}, headers=space_a)
         assert response.status_code == 422
         message = f"The cursor field is not a valid cursor ({json.dumps(cursor)})."
-        assert response.json() == {"message": message, "errors": {"cursor": [message]}}
+        assert answered(response) == {"message": message, "errors": {"cursor": [message]}}
     # The same cursor still works for the Space that issued it.
     assert len((await listed(client, space_b, {"cursor": token}))["data"]) == 1
 
@@ -201,11 +211,11 @@ async def test_exports_are_confined_to_their_space(
         response = await client.post(EXPORTS, json=ALL_TIME, headers=auth)
         assert response.status_code == 202
         queued[name] = response.json()["export_id"]
-    assert await app.state.exports.run_once() is True
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     foreign = await client.get(f"{EXPORTS}/{queued['b']}", headers=space_a)
     assert foreign.status_code == 404
-    assert foreign.json() == {"message": f"No export with id {queued['b']}."}
+    assert answered(foreign) == {"message": f"No export with id {queued['b']}."}
     status = (await client.get(f"{EXPORTS}/{queued['a']}", headers=space_a)).json()
     assert status["status"] == "completed"
     url = urlsplit(status["download_url"])
@@ -221,7 +231,7 @@ async def test_exports_are_confined_to_their_space(
         url.path.replace(queued["a"], queued["b"]), params=parse_qsl(url.query)
     )
     assert stolen.status_code == 403
-    assert stolen.json() == {"message": "This download link is invalid or has expired."}
+    assert answered(stolen) == {"message": "This download link is invalid or has expired."}
 
 
 async def test_only_the_sha256_hex_of_a_key_is_stored(db: Database) -> None:
@@ -244,7 +254,7 @@ async def test_a_key_differing_in_one_character_is_refused(
     assert len(variants) == len(key) + 5
     for variant in sorted(variants):
         response = await client.get(CONTACTS, headers=bearer(variant))
-        assert (response.status_code, response.json()) == (401, UNAUTHENTICATED), variant
+        assert (response.status_code, answered(response)) == (401, UNAUTHENTICATED), variant
     assert (await client.get(CONTACTS, headers=bearer(key))).status_code == 200
 
 
@@ -281,8 +291,8 @@ async def test_keys_never_reach_the_logs(
 
     @app.get("/boom")
     async def boom(request: Request) -> None:
-        async with transaction(request) as session:
-            caller = await access.authorise(request, session, access.GET)
+        async with transaction(state_of(request).db, write=False) as session:
+            caller = await access.authorise(state_of(request), request, session, access.GET)
         raise RuntimeError(f"failed for Space {caller.space_id}")
 
     auth, wrong = bearer(key), bearer(secrets_of(key)[2])
@@ -302,13 +312,13 @@ async def test_keys_never_reach_the_logs(
             (await http.request(method, path, headers=headers, **extra)).status_code
             for method, path, extra, headers in calls
         ]
-    await app.state.db.dispose()
+    await close(app)
     assert statuses == [201, 200, 200, 200, 202, 422, 401, 500]
     offline = create_app(Settings(database_url=UNREACHABLE, redis_url=None))
     transport = httpx.ASGITransport(app=offline, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         assert (await http.get(CONTACTS, headers=auth)).status_code == 503
-    await offline.state.db.dispose()
+    await close(offline)
     formatter = logging.Formatter("%(name)s %(levelname)s %(message)s")
     logged = caplog.text + "\n".join(formatter.format(record) for record in caplog.records)
     # The capture saw the SQL (its parameters are hidden: hide_parameters), the 500 and the 503.
@@ -375,7 +385,7 @@ async def test_a_running_server_never_logs_keys(
             assert refused.status_code == 401
             odd = [(b"authorization", b"Bearer cb_" + b"\xe9" * 43), (b"x-request-id", b"\xff")]
             oddly = await http.get(CONTACTS, headers=odd)
-            assert (oddly.status_code, oddly.json()) == (401, UNAUTHENTICATED)
+            assert (oddly.status_code, answered(oddly)) == (401, UNAUTHENTICATED)
             assert re.fullmatch(r"[0-9a-f]{32}", oddly.headers["x-request-id"])
         control = (
             f"GET {CONTACTS} HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\x01b\r\n"

@@ -13,11 +13,12 @@ from fastapi import FastAPI, Request
 from sqlalchemy import text
 from starlette.types import Message
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.db import Database, transaction
 from contactbase.settings import Settings
 from contactbase.spaces import access
-from tests.factories import CONTACTS, SEED, bearer, make_key, make_space, make_tenant
+from contactbase.state import state_of
+from tests.factories import CONTACTS, SEED, answered, bearer, make_key, make_space, make_tenant
 
 Auth = dict[str, str]
 EXPORTS = f"{CONTACTS}/exports"
@@ -52,8 +53,7 @@ async def serve(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
         yield http
-    await app.state.limiter.close()
-    await app.state.db.dispose()
+    await close(app)
 
 
 @pytest.fixture
@@ -86,20 +86,20 @@ async def test_a_small_body_limit_from_the_settings_is_enforced_first(
     over = exact + b" "
     for headers in (auth, {}, bearer("cb_" + "A" * 43)):
         response = await small.request(method, path, content=over, headers=headers)
-        assert (response.status_code, response.json()) == (413, TOO_LARGE)
+        assert (response.status_code, answered(response)) == (413, TOO_LARGE)
         streamed = await small.request(method, path, content=chunks(over), headers=headers)
         assert "content-length" not in streamed.request.headers
-        assert (streamed.status_code, streamed.json()) == (413, TOO_LARGE)
+        assert (streamed.status_code, answered(streamed)) == (413, TOO_LARGE)
     declared = {**auth, "Content-Length": str(SMALL + 1)}
     response = await small.request(method, path, content=b"x" * (SMALL + 1), headers=declared)
-    assert (response.status_code, response.json()) == (413, TOO_LARGE)
+    assert (response.status_code, answered(response)) == (413, TOO_LARGE)
 
 
 async def test_a_body_on_a_get_counts_against_the_limit(
     small: httpx.AsyncClient, auth: Auth
 ) -> None:
     response = await small.request("GET", CONTACTS, content=b"x" * (SMALL + 1), headers=auth)
-    assert (response.status_code, response.json()) == (413, TOO_LARGE)
+    assert (response.status_code, answered(response)) == (413, TOO_LARGE)
     assert (await small.request("GET", CONTACTS, content=b"x" * SMALL, headers=auth)).is_success
 
 
@@ -150,7 +150,7 @@ async def test_an_update_over_the_limits_is_422_and_changes_nothing(
 ) -> None:
     before = (await client.get(f"{CONTACTS}/1", headers=auth)).json()
     response = await client.put(f"{CONTACTS}/1", json=body, headers=auth)
-    assert (response.status_code, response.json()) == (422, one_error(field, message))
+    assert (response.status_code, answered(response)) == (422, one_error(field, message))
     assert (await client.get(f"{CONTACTS}/1", headers=auth)).json() == before
 
 
@@ -160,15 +160,15 @@ async def test_long_query_values_are_refused_or_match_nothing(
     long = "c" * 60_000
     response = await client.get(CONTACTS, params={"cursor": long}, headers=auth)
     message = f'The cursor field is not a valid cursor ("{"c" * 60}…").'
-    assert (response.status_code, response.json()) == (422, one_error("cursor", message))
+    assert (response.status_code, answered(response)) == (422, one_error("cursor", message))
     response = await client.get(CONTACTS, params={"start_date": long}, headers=auth)
     message = f'The start_date field must match the format YYYY-MM-DD HH:MM:SS ("{"c" * 60}…").'
-    assert (response.status_code, response.json()) == (422, one_error("start_date", message))
+    assert (response.status_code, answered(response)) == (422, one_error("start_date", message))
     for look_up in ("email", "phone"):
         response = await client.get(CONTACTS, params={look_up: "1" * 60_000}, headers=auth)
         assert (response.status_code, response.json()["data"]) == (200, [])
     response = await client.get(CONTACTS, params={"per_page": "9" * 5000}, headers=auth)
-    assert (response.status_code, response.json()) == (
+    assert (response.status_code, answered(response)) == (
         422,
         one_error("per_page", "The per_page field is invalid."),
     )
@@ -197,7 +197,7 @@ async def test_deep_nesting_is_422(
     response = await client.request(method, path, content=body, headers=auth)
     assert response.status_code == 422
     column = len(field) + 5 + (201 if nested is DEEP_ARRAYS else 1001)
-    assert response.json() == invalid_json(f"recursion limit exceeded at line 1 column {column}")
+    assert answered(response) == invalid_json(f"recursion limit exceeded at line 1 column {column}")
 
 
 async def test_many_keys_in_an_object_are_422(client: httpx.AsyncClient, auth: Auth) -> None:
@@ -269,7 +269,7 @@ async def test_a_body_that_is_not_json_is_422(
     response = await client.request(method, path, headers={**auth, **extra}, **arguments)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == invalid_json(reason)
+    assert answered(response) == invalid_json(reason)
 
 
 BAD_CODE_POINT = "invalid unicode code point"
@@ -298,7 +298,7 @@ async def test_invalid_utf8_and_lone_surrogates_are_422(
         response = await client.request(method, path, content=body, headers=auth)
         column = len(field) + 7 + offset
         expected = invalid_json(f"{reason} at line 1 column {column}")
-        assert (response.status_code, response.json()) == (422, expected), (method, path)
+        assert (response.status_code, answered(response)) == (422, expected), (method, path)
 
 
 REQUEST_IDS = [b"a\x00b", b"\x01", b"tab\tx", b"\x7f", "é".encode(), b"\xff\xfe", b"x" * 129, b""]
@@ -324,7 +324,7 @@ async def test_control_and_non_ascii_bytes_in_headers(
         assert re.fullmatch(FRESH_ID, response.headers["x-request-id"]), sent
     for raw in [*KEYS, f"Bearer {key}\x00".encode(), f"Bearer {key}\xe9".encode("latin-1")]:
         response = await client.get(CONTACTS, headers=[(b"authorization", raw)])
-        assert (response.status_code, response.json()) == (401, UNAUTHENTICATED), raw
+        assert (response.status_code, answered(response)) == (401, UNAUTHENTICATED), raw
         assert re.fullmatch(FRESH_ID, response.headers["x-request-id"])
 
 
@@ -359,14 +359,14 @@ async def failing(settings: Settings, db: Database) -> AsyncIterator[httpx.Async
 
     @app.get("/boom")
     async def boom(request: Request) -> None:
-        async with transaction(request) as session:
-            await access.authorise(request, session, access.GET)
+        async with transaction(state_of(request).db, write=False) as session:
+            await access.authorise(state_of(request), request, session, access.GET)
         raise RuntimeError("/srv/contactbase/secret.py line 12: token=hunter2")
 
     @app.get("/boom-sql")
     async def boom_sql(request: Request) -> None:
-        async with transaction(request) as session:
-            await access.authorise(request, session, access.GET)
+        async with transaction(state_of(request).db, write=False) as session:
+            await access.authorise(state_of(request), request, session, access.GET)
             await session.execute(text("INSERT INTO spaces (name) VALUES ('hunter2')"))
 
     async for http in serve(app):
@@ -403,9 +403,7 @@ async def test_error_bodies_never_carry_a_stack_trace(
         for mark in (*STACK_TRACE_MARKS, "hunter2", "INSERT", "/srv"):
             assert mark not in response.text, (name, mark)
     for name in ("500", "500 sql"):
-        body = responses[name].json()
-        assert body == {"message": "Internal server error.", "request_id": body["request_id"]}
-        assert body["request_id"] == responses[name].headers["x-request-id"]
+        assert answered(responses[name]) == {"message": "Internal server error."}
     async with db.reader() as session:  # the failed insert was rolled back
         assert (await session.execute(text("SELECT count(*) FROM spaces"))).scalar_one() == 1
 

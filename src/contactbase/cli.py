@@ -13,7 +13,7 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.db import Database, async_url
-from contactbase.errors import DomainError
+from contactbase.errors import ApiError
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.settings import Settings
 from contactbase.spaces import service
@@ -81,9 +81,9 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def fail(error: DomainError, as_json: bool) -> typer.Exit:
+def fail(error: ApiError, as_json: bool) -> typer.Exit:
     if as_json:
-        typer.echo(json.dumps(error.body()))
+        typer.echo(json.dumps(error.content()))
     else:
         errors.print(f"[red]error:[/red] {error.message}")
     return typer.Exit(1)
@@ -94,7 +94,7 @@ def migrate(as_json: JsonFlag = False) -> None:
     """Create the database schema, or upgrade it to this version's."""
     from alembic import command
 
-    from contactbase.operations import migrations_config, schema_head
+    from contactbase.migrations import migrations_config, schema_head
 
     settings = Settings()
     command.upgrade(migrations_config(settings.database_url), "head")
@@ -112,7 +112,7 @@ def space_create(
     """Create a Space (a tenant)."""
     try:
         space = run(lambda s: service.create_space(s, name, timezone))
-    except DomainError as error:
+    except ApiError as error:
         raise fail(error, as_json) from None
     show(space_view(space), as_json, "Space")
 
@@ -129,7 +129,7 @@ def _space_command(
 ) -> None:
     try:
         space = run(lambda s: change(s, space_id))
-    except DomainError as error:
+    except ApiError as error:
         raise fail(error, as_json) from None
     show(space_view(space), as_json, "Space")
 
@@ -178,7 +178,7 @@ def key_create(
         key, raw_key = run(
             lambda s: service.create_key(s, space_id, name, permission or PERMISSIONS)
         )
-    except DomainError as error:
+    except ApiError as error:
         raise fail(error, as_json) from None
     view = {**key_view(key), "key": raw_key}
     del view["revoked_at"]
@@ -192,7 +192,7 @@ def key_list(space_id: int, as_json: JsonFlag = False) -> None:
     """List a Space's keys (prefixes only)."""
     try:
         keys = run(lambda s: service.list_keys(s, space_id))
-    except DomainError as error:
+    except ApiError as error:
         raise fail(error, as_json) from None
     show([key_view(key) for key in keys], as_json, "API keys")
 
@@ -202,7 +202,7 @@ def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     """Revoke a key: its next request is refused with 401."""
     try:
         key = run(lambda s: service.revoke_key(s, key_id))
-    except DomainError as error:
+    except ApiError as error:
         raise fail(error, as_json) from None
     show(key_view(key), as_json, "API key")
 
@@ -220,7 +220,7 @@ def serve(
 
     settings = Settings()
     if workers > 1 and not settings.redis_url:
-        refusal = DomainError(
+        refusal = ApiError(
             "--workers > 1 needs CONTACTBASE_REDIS_URL: without Redis each worker would count "
             "rate limits on its own, multiplying every limit by the number of workers."
         )
@@ -276,7 +276,7 @@ def demo(
             try:
                 await service.authenticate(session, saved)
                 return saved, False
-            except DomainError:
+            except ApiError:
                 pass  # the database was reset, or the key revoked: make a new one
         space = await service.create_space(session, "Demo")
         _key, raw_key = await service.create_key(session, space.id, "demo")

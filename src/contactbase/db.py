@@ -3,12 +3,12 @@
 import asyncio
 import errno
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Any, TypeAlias, cast
+from datetime import UTC, datetime
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import asyncpg
-from fastapi import Request
 from sqlalchemy import BigInteger, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
@@ -30,8 +30,6 @@ from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.sql import ClauseElement, Executable
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
-
-from contactbase.errors import DomainError
 
 # A 64-bit id on PostgreSQL; SQLite assigns ids only to a column declared INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -189,72 +187,119 @@ def is_unique_violation(exc: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def transaction(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's one transaction: committed when the block ends, else rolled back. The
-    endpoints close it before they answer, so that an acknowledged write is a committed one."""
-    db: Database = request.app.state.db
-    sessions = db.reader if request.method in ("GET", "HEAD") else db.writer
+async def transaction(db: Database, *, write: bool) -> AsyncIterator[AsyncSession]:
+    """One transaction: committed when the block ends, else rolled back. Callers close it
+    before they answer, so that an acknowledged write is a committed one."""
+    sessions = db.writer if write else db.reader
     async with sessions() as session, session.begin():
         yield session
 
 
 # A connection for prebuilt statements: asyncpg's own on PostgreSQL, else a SQLAlchemy session.
 Connection: TypeAlias = "asyncpg.Connection[Any] | AsyncSession"
+Row = TypeVar("Row")
 
 
-class Prepared:
-    """A statement built once and compiled once. On PostgreSQL it runs straight on asyncpg,
-    which costs about a third of the CPU of SQLAlchemy's execution path; through a session
-    (SQLite, and the writes that need the ORM) it runs as any statement. Rows are read by
-    position, which both kinds of row allow."""
+class Prepared(Generic[Row]):
+    """A statement built once and compiled once, whose rows come as `row` (a NamedTuple of
+    its columns, so every column read is typed). On PostgreSQL it runs straight on asyncpg,
+    past SQLAlchemy's execution path (docs/performance.md); through a session (SQLite, and the
+    writes that need a transaction of several statements) it runs as any statement."""
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, row: Callable[..., Row]) -> None:
         self.statement = statement
+        self.row_type = row
         dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
         compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
         self.sql = str(compiled)
         self.names = list(compiled.positiontup or ())
 
-    async def rows(self, connection: Connection, params: dict[str, Any]) -> list[Any]:
+    async def rows(self, connection: Connection, params: dict[str, Any]) -> list[Row]:
+        make = self.row_type
         if isinstance(connection, AsyncSession):
             result = await (await connection.connection()).execute(self.statement, params)
-            return list(result.all())
-        return list(await connection.fetch(self.sql, *(params[name] for name in self.names)))
+            return [make(*row) for row in result]
+        records = await connection.fetch(self.sql, *(params[name] for name in self.names))
+        return [make(*record) for record in records]
 
-    async def row(self, connection: Connection, params: dict[str, Any]) -> Any:
+    async def row(self, connection: Connection, params: dict[str, Any]) -> Row | None:
         """The first row, or None."""
         rows = await self.rows(connection, params)
         return rows[0] if rows else None
 
 
-@asynccontextmanager
-async def direct(request: Request) -> AsyncIterator[Connection]:
-    """The hot endpoints' connection: on PostgreSQL a pooled connection's asyncpg connection,
-    outside any transaction (their statements are each atomic on their own); on SQLite, where
-    they only read (writes go through `transaction`), a reader session in its snapshot. A
-    connection that fails mid-way is discarded, and with a lost server the whole pool is, as
-    SQLAlchemy does on its own path."""
-    db: Database = request.app.state.db
-    if db.is_sqlite:
-        # Not the writer: a create would otherwise take SQLite's one write lock twice, the
-        # first time only to check its key.
-        async with db.reader() as session, session.begin():
+class Lease:
+    """A connection held for one request: on PostgreSQL a pooled connection's asyncpg
+    connection, outside any transaction (each statement atomic on its own); on SQLite a reader
+    session in one WAL snapshot (writes take the single writer through `transaction`). Given
+    back with `release` by whoever took it (again, it does nothing)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._connection: Connection | None = None
+        self._pooled: Any = None
+        self._session: AsyncSession | None = None
+        self._released = False
+
+    async def connect(self) -> Connection:
+        """The connection, taken from the pool at the first call."""
+        if self._connection is None:
+            if self._released:
+                raise RuntimeError("this lease was given back")
+            if self.db.is_sqlite:
+                self._session = self.db.reader()
+                await self._session.begin()
+                self._connection = self._session
+            else:
+                self._pooled = await self.db.engine.raw_connection()
+                self._connection = self._pooled.driver_connection
+        return self._connection
+
+    @asynccontextmanager
+    async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+        """A transaction for work of several statements. A read on SQLite uses the lease's own
+        session (one snapshot with the key's check); otherwise the lease is given back first,
+        so that a request never holds two connections (with the pool taken, two requests
+        could wait on each other)."""
+        if not write and self.db.is_sqlite:
+            connection = await self.connect()
+            assert isinstance(connection, AsyncSession)
+            yield connection
+            return
+        await self.release()
+        async with transaction(self.db, write=write) as session:
             yield session
-        return
-    pooled = await db.engine.raw_connection()
-    connection: asyncpg.Connection[Any] = pooled.driver_connection
-    try:
-        yield connection
-    except BaseException as exc:
-        if is_unavailable(exc) or connection.is_closed():
-            # As SQLAlchemy does on its own path: every connection made before this one
-            # is recycled at its next checkout, so one request (not each) finds the loss.
-            pool = db.engine.sync_engine.pool
-            await greenlet_spawn(pool._invalidate, pooled, exc)
-        elif not isinstance(exc, DomainError) or connection.is_in_transaction():
-            # Only an answer of ours (a 4xx, raised between statements) leaves the
-            # connection in a known state; after anything else it goes.
-            await greenlet_spawn(pooled.invalidate, exc)
-        raise
-    finally:
-        await greenlet_spawn(pooled.close)  # the pool's own work runs in SQLAlchemy's greenlet
+
+    async def release(self, failure: BaseException | None = None) -> None:
+        """Give the connection back: kept after success (the caller passes no failure when the
+        work ended in a known state, such as one of its own 4xx answers); after `failure`,
+        discarded, and with a lost server every older connection of the pool too."""
+        if self._released:
+            return
+        self._released = True
+        if self._connection is None:
+            return
+        if self._session is not None:
+            await self._session.close()
+            return
+        pooled, connection = self._pooled, self._pooled.driver_connection
+        try:
+            if failure is not None and (is_unavailable(failure) or connection.is_closed()):
+                await discard_pool(self.db, pooled, failure)
+            elif failure is not None or connection.is_in_transaction():
+                await greenlet_spawn(pooled.invalidate, failure)
+        finally:
+            await greenlet_spawn(pooled.close)  # the pool's own work runs in SQLAlchemy's greenlet
+
+
+async def discard_pool(db: Database, pooled: Any, failure: BaseException) -> None:
+    """As SQLAlchemy does on its own path when the server is lost: this connection goes, and
+    every connection made before it is recycled at its next checkout, so that one request (not
+    each) finds the loss. SQLAlchemy offers this only as the pool's `_invalidate`."""
+    pool = db.engine.sync_engine.pool
+    await greenlet_spawn(pool._invalidate, pooled, failure)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, as the naive datetime the database stores."""
+    return datetime.now(UTC).replace(tzinfo=None)

@@ -1,74 +1,135 @@
-"""The domain's errors, and the one place that turns them into HTTP status and JSON body."""
+"""Every error the API answers: one type that carries status, code, message, extra fields and
+headers, the refusals of the domain as its subclasses, and `render`, the one place an error
+becomes a body. Services raise these and never import FastAPI; the HTTP layer renders them."""
 
-from typing import Any
+from typing import Any, ClassVar
+
+import orjson
 
 
-class DomainError(Exception):
-    """An expected refusal: its status and body are part of the API."""
+class ApiError(Exception):
+    """An answer that is not a success: `status`, a stable snake_case `code` (SPEC 6.1), a
+    human-readable `message`, fields the body adds (`errors`, `existing_contact_id`, ...) and
+    headers (`Allow`, `Retry-After`, ...)."""
 
-    status_code = 400
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    # What the OpenAPI document says of this error; `body` names its component schema.
+    summary: ClassVar[str] = ""
+    body: ClassVar[str] = "ErrorBody"
 
-    def __init__(self, message: str) -> None:
+    def __init__(
+        self, message: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.extra = extra
+        self.headers = headers or {}
 
-    def body(self) -> dict[str, Any]:
-        return {"message": self.message}
-
-    def headers(self) -> dict[str, str]:
-        return {}
+    def content(self) -> dict[str, Any]:
+        """The body less the request id: what the CLI prints with --json."""
+        return {"message": self.message, **self.extra, "code": self.code}
 
 
-class Unauthenticated(DomainError):
-    status_code = 401
+class Unauthenticated(ApiError):
+    status, code, summary = 401, "unauthenticated", "No key, or an unknown or revoked key"
 
     def __init__(self) -> None:
         super().__init__("Unauthenticated.")
 
 
-class Forbidden(DomainError):
-    status_code = 403
+class SpaceInactive(ApiError):
+    status, code, summary = 403, "space_inactive", "The Space's subscription is inactive"
+
+    def __init__(self) -> None:
+        super().__init__("This Space's subscription is inactive.")
 
 
-class NotFound(DomainError):
-    status_code = 404
+class PermissionMissing(ApiError):
+    status, code, summary = 403, "permission_missing", "The key lacks the permission"
+
+    def __init__(self, permission: str) -> None:
+        super().__init__(f"This API key lacks the {permission} permission.")
 
 
-class Conflict(DomainError):
+class DownloadLinkInvalid(ApiError):
+    status, code, summary = 403, "download_link_invalid", "The link is invalid or has expired"
+
+    def __init__(self) -> None:
+        super().__init__("This download link is invalid or has expired.")
+
+
+class NotFound(ApiError):
+    status, code, summary = 404, "not_found", "No such resource in the key's Space"
+
+
+class MethodNotAllowed(ApiError):
+    status, code, summary = 405, "method_not_allowed", "The path does not serve this method"
+
+    def __init__(self, allowed: list[str]) -> None:
+        super().__init__("Method not allowed.", headers={"Allow": ", ".join(allowed)})
+
+
+class Conflict(ApiError):
     """The request's emails already belong to a contact and the client asked not to merge."""
 
-    status_code = 409
+    status, code, summary = 409, "conflict", "The emails are known and on_conflict=error was asked"
+    body = "ConflictBody"
 
     def __init__(self, message: str, existing_contact_id: int) -> None:
-        super().__init__(message)
+        super().__init__(message, existing_contact_id=existing_contact_id)
         self.existing_contact_id = existing_contact_id
 
-    def body(self) -> dict[str, Any]:
-        return {"message": self.message, "existing_contact_id": self.existing_contact_id}
+
+class PayloadTooLarge(ApiError):
+    status, code, summary = 413, "payload_too_large", "The body is larger than the limit"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request body is larger than {limit} bytes.")
 
 
-class InvalidInput(DomainError):
+class InvalidInput(ApiError):
     """Validation failed: `errors` maps each field path to its messages, as Laravel does."""
 
-    status_code = 422
+    status, code, summary = 422, "validation_failed", "Invalid parameters or body"
+    body = "ValidationErrorBody"
 
     def __init__(self, errors: dict[str, list[str]], *, unlisted: int = 0, **extra: Any) -> None:
-        super().__init__(laravel_summary(errors, unlisted))
+        super().__init__(laravel_summary(errors, unlisted), errors=errors, **extra)
         self.errors = errors
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"message": self.message, "errors": self.errors, **self.extra}
 
 
-class TooManyRequests(DomainError):
+class TooManyRequests(ApiError):
     """Over the limit; the rate-limit headers, Retry-After among them, come from the decision."""
 
-    status_code = 429
+    status, code, summary = 429, "rate_limited", "Over the Space's per-minute limit"
 
 
-class ServiceUnavailable(DomainError):
-    status_code = 503
+class InternalError(ApiError):
+    status, code, summary = 500, "internal_error", "Unexpected failure"
+
+    def __init__(self) -> None:
+        super().__init__("Internal server error.")
+
+
+class ServiceUnavailable(ApiError):
+    status, code, summary = 503, "database_unavailable", "The database is unavailable or busy"
+
+
+class SchemaOutdated(ApiError):
+    status, code, summary = 503, "schema_outdated", "The schema is not this version's"
+
+
+def render(error: ApiError, request_id: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """The status, headers and JSON body of an error answer: `message`, the error's own
+    fields, `code` and `request_id`."""
+    content = orjson.dumps({**error.content(), "request_id": request_id})
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(content)).encode()),
+        *((name.lower().encode(), value.encode()) for name, value in error.headers.items()),
+    ]
+    return error.status, headers, content
 
 
 def laravel_summary(errors: dict[str, list[str]], unlisted: int = 0) -> str:

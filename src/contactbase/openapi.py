@@ -1,15 +1,23 @@
-"""What the OpenAPI document says of request bodies and error responses."""
+"""The OpenAPI document: FastAPI's for the operations endpoints, and the public API's built from
+its declarations (dispatch.Api), with error responses derived from the error types."""
 
 from typing import Any
 
 from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from contactbase import errors
+from contactbase.dispatch import Api, Operation
+from contactbase.errors import ApiError
 
 
 class ErrorBody(BaseModel):
     message: str = Field(examples=["Unauthenticated."])
+    code: str = Field(description="What happened, as one stable snake_case word (SPEC 6.1).")
+    request_id: str = Field(description="The response's X-Request-Id; quote it when reporting.")
 
 
-class ValidationErrorBody(BaseModel):
+class ValidationErrorBody(ErrorBody):
     message: str = Field(
         examples=['The emails.1 field must be a valid email address ("not-an-email").']
     )
@@ -19,37 +27,27 @@ class ValidationErrorBody(BaseModel):
             {"emails.1": ['The emails.1 field must be a valid email address ("not-an-email").']}
         ],
     )
+    existing_contact_id: int | None = Field(
+        default=None, description="On an update: the contact that owns a sent email."
+    )
 
 
-class ConflictBody(BaseModel):
-    message: str
+class ConflictBody(ErrorBody):
     existing_contact_id: int = Field(description="The lowest id among the contacts matched.")
 
 
-class ServerErrorBody(BaseModel):
-    message: str
-    request_id: str = Field(description="Quote it when reporting the problem; it is in the logs.")
-
-
-ERRORS: dict[int, tuple[type[BaseModel], str]] = {
-    401: (ErrorBody, "No key, or an unknown or revoked key"),
-    403: (ErrorBody, "The Space is inactive, or the key lacks the permission"),
-    404: (ErrorBody, "No such contact in the key's Space"),
-    409: (ConflictBody, "The emails are known and on_conflict=error was asked"),
-    413: (ErrorBody, "The body is larger than CONTACTBASE_MAX_BODY_BYTES"),
-    422: (ValidationErrorBody, "Invalid parameters or body"),
-    429: (ErrorBody, "Over the Space's per-minute limit for this endpoint"),
-    500: (ServerErrorBody, "Unexpected failure"),
-    503: (ErrorBody, "The database is unavailable"),
+ERROR_BODIES: dict[str, type[BaseModel]] = {
+    model.__name__: model for model in (ErrorBody, ValidationErrorBody, ConflictBody)
 }
-
-
-def error_responses(*codes: int) -> dict[int | str, Any]:
-    """The `responses` of a route: the listed errors, and 500."""
-    return {
-        code: {"model": ERRORS[code][0], "description": ERRORS[code][1]} for code in (*codes, 500)
-    }
-
+# Every operation may answer these; a secured one these too; one that reads a body these.
+EVERY = (errors.InvalidInput, errors.InternalError, errors.ServiceUnavailable)
+SECURED = (
+    errors.Unauthenticated,
+    errors.SpaceInactive,
+    errors.PermissionMissing,
+    errors.TooManyRequests,
+)
+WITH_BODY = (errors.PayloadTooLarge,)
 
 SECURITY_SCHEME = {
     "ApiKey": {
@@ -60,43 +58,106 @@ SECURITY_SCHEME = {
 }
 
 
-def documented(
-    *, query: type[BaseModel], body: type[BaseModel] | None = None, secured: bool = True
-) -> dict[str, Any]:
-    """An `openapi_extra` for a route that reads its query and body itself (after the key and
-    limit checks, so that a bad key is a 401 before a bad parameter or body is a 422)."""
-    schema = query.model_json_schema()
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def error_responses(kinds: tuple[type[ApiError], ...]) -> dict[str, Any]:
+    """The responses of these errors, one per status, each naming its codes."""
+    by_status: dict[int, list[type[ApiError]]] = {}
+    for kind in kinds:
+        by_status.setdefault(kind.status, []).append(kind)
+    return {
+        str(status): {
+            "description": "; ".join(f"`{kind.code}`: {kind.summary}" for kind in found),
+            "content": {"application/json": {"schema": _ref(found[0].body)}},
+        }
+        for status, found in sorted(by_status.items())
+    }
+
+
+def _parameters(operation: Operation) -> list[dict[str, Any]]:
     parameters = [
-        {
-            "name": name,
-            "in": "query",
-            "required": name in schema.get("required", ()),
-            "schema": field,
-            **({"description": field["description"]} if "description" in field else {}),
-        }
-        for name, field in schema.get("properties", {}).items()
+        {"name": name, "in": "path", "required": True, **spec}
+        for name, spec in operation.parameters.items()
     ]
-    extra: dict[str, Any] = {"parameters": parameters} if parameters else {}
-    if body is not None:
-        body_schema = body.model_json_schema(ref_template="#/components/schemas/{model}")
-        extra["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": body_schema}},
+    schema = operation.query.model_json_schema()
+    for name, field in schema.get("properties", {}).items():
+        parameters.append(
+            {
+                "name": name,
+                "in": "query",
+                "required": name in schema.get("required", ()),
+                "schema": field,
+                **({"description": field["description"]} if "description" in field else {}),
+            }
+        )
+    return parameters
+
+
+def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The paths of the declared operations, and the component schemas they name."""
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = [
+        (model, "serialization") for model in ERROR_BODIES.values()
+    ]
+    for operation in api.operations:
+        if operation.body is not None:
+            wanted.append((operation.body, "validation"))
+        if operation.response is not None:
+            wanted.append((operation.response, "serialization"))
+        for extra in operation.answers.values():
+            if "model" in extra:
+                wanted.append((extra["model"], "serialization"))
+    refs, definitions = models_json_schema(
+        list(dict.fromkeys(wanted)), ref_template="#/components/schemas/{model}"
+    )
+    paths: dict[str, Any] = {}
+    for operation in api.operations:
+        kinds = EVERY + operation.errors
+        if operation.access is not None:
+            kinds += SECURED
+        if operation.body is not None:
+            kinds += WITH_BODY
+        responses: dict[str, Any] = {}
+        if operation.response is not None:
+            schema = refs[(operation.response, "serialization")]
+            responses[str(operation.status)] = {
+                "description": "Success",
+                "content": {"application/json": {"schema": schema}},
+            }
+        for status, extra in operation.answers.items():
+            if "model" in extra:
+                schema = refs[(extra["model"], "serialization")]
+                extra = {
+                    "description": extra["description"],
+                    "content": {"application/json": {"schema": schema}},
+                }
+            responses[status] = extra
+        responses.update(error_responses(kinds))
+        document: dict[str, Any] = {
+            "tags": ["contacts"],
+            "summary": operation.summary,
+            "description": (operation.handler.__doc__ or "").strip(),
+            "operationId": operation.operation_id,
+            "parameters": _parameters(operation),
+            "responses": responses,
+            "security": [{name: []} for name in SECURITY_SCHEME] if operation.access else [],
         }
-    if secured:
-        extra["security"] = [{name: []} for name in SECURITY_SCHEME]
-    return extra
+        if operation.body is not None:
+            document["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": refs[(operation.body, "validation")]}},
+            }
+        paths.setdefault(operation.path, {})[operation.method.lower()] = document
+    return paths, definitions.get("$defs", {})
 
 
-def complete_document(document: dict[str, Any]) -> dict[str, Any]:
-    """Move the nested models of documented bodies (pydantic's `$defs`) into
-    components.schemas, where their references point, and declare the key scheme.
-    Idempotent."""
-    document.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
-    components = document["components"].setdefault("schemas", {})
-    for operations in document.get("paths", {}).values():
-        for operation in operations.values():
-            content = operation.get("requestBody", {}).get("content", {})
-            for media in content.values():
-                components.update(media.get("schema", {}).pop("$defs", {}))
+def complete_document(document: dict[str, Any], api: Api) -> dict[str, Any]:
+    """FastAPI's document of the operations endpoints, with the public API's paths, their
+    component schemas and the key's scheme added."""
+    paths, schemas = public_api(api)
+    document["paths"] = {**paths, **document.get("paths", {})}
+    components = document.setdefault("components", {})
+    components.setdefault("schemas", {}).update(schemas)
+    components["securitySchemes"] = SECURITY_SCHEME
     return document

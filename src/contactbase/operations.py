@@ -1,28 +1,15 @@
 """Endpoints for operators: liveness, readiness and metrics. None needs a key."""
 
-from alembic.config import Config
-from alembic.script import ScriptDirectory
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from contactbase.db import Database
+from contactbase.dispatch import error_response
+from contactbase.errors import SchemaOutdated, ServiceUnavailable
+from contactbase.state import state_of
 
 router = APIRouter(tags=["operations"])
-
-
-def migrations_config(database_url: str | None = None) -> Config:
-    """Alembic's configuration for the migrations shipped inside the package."""
-    config = Config()
-    config.set_main_option("script_location", "contactbase:migrations")
-    if database_url is not None:
-        config.attributes["database_url"] = database_url
-    return config
-
-
-def schema_head() -> str | None:
-    return ScriptDirectory.from_config(migrations_config()).get_current_head()
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
@@ -36,32 +23,30 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: the database answers and its schema is current",
     responses={503: {"description": "Database unreachable or schema not current"}},
 )
-async def readyz(request: Request) -> JSONResponse:
+async def readyz(request: Request) -> Response:
     """200 when the database answers and is migrated to this version's schema, else 503."""
-    db: Database = request.app.state.db
-    head: str | None = request.app.state.schema_head
+    state = state_of(request)
     try:
-        async with db.engine.connect() as connection:
+        async with state.db.engine.connect() as connection:
             current = (
                 await connection.execute(text("SELECT version_num FROM alembic_version"))
             ).scalar_one_or_none()
     except Exception:
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "message": "The database is unreachable "
-                "or not migrated (run `contactbase migrate`).",
-            },
-            status_code=503,
+        return error_response(
+            ServiceUnavailable(
+                "The database is unreachable or not migrated (run `contactbase migrate`).",
+                status="unavailable",
+            ),
+            request.scope,
         )
-    if current != head:
-        return JSONResponse(
-            {
-                "status": "unavailable",
-                "message": f"The schema is at {current}, "
-                f"this version needs {head}: run `contactbase migrate`.",
-            },
-            status_code=503,
+    if current != state.schema_head:
+        return error_response(
+            SchemaOutdated(
+                f"The schema is at {current}, "
+                f"this version needs {state.schema_head}: run `contactbase migrate`.",
+                status="unavailable",
+            ),
+            request.scope,
         )
     return JSONResponse({"status": "ok", "schema": current})
 
@@ -70,5 +55,5 @@ async def readyz(request: Request) -> JSONResponse:
 async def metrics(request: Request) -> Response:
     """Request counts and latencies by route and status, and 503s for an unavailable database."""
     return Response(
-        generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        generate_latest(state_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST
     )

@@ -1,13 +1,13 @@
 """Turns pydantic's validation errors into Laravel-style messages keyed by field path."""
 
 import json
+import unicodedata
 from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from contactbase.contacts.values import ValueRejected, has_control_characters
 from contactbase.errors import InvalidInput
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -50,6 +50,22 @@ MESSAGES = {
     "cursor": "The {field} field is not a valid cursor ({value}).",
     "positive_integer": "The {field} field must be a positive integer ({value}).",
 }
+
+
+class ValueRejected(ValueError):
+    """A value broke a rule; `kind` names the rule, as schemas.py words its message."""
+
+    def __init__(self, kind: str, **context: object) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.context = context
+
+
+def has_control_characters(text: str) -> bool:
+    # Cc: C0/C1 controls (NUL breaks PostgreSQL text); Cs: lone surrogates, not encodable as UTF-8.
+    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
+
+
 FALLBACK = "The {field} field is invalid."
 MAX_SHOWN = 60
 MAX_LISTED = 100

@@ -4,9 +4,8 @@ import asyncio
 
 import httpx
 
-from contactbase.contacts import service
-from contactbase.contacts.schemas import ContactCreate
-from contactbase.db import Database
+from contactbase.contacts.models import VALUE_TABLES, Contact
+from contactbase.db import Database, utcnow
 from tests.factories import CONTACTS, bearer, make_key, make_space, make_tenant
 
 
@@ -76,8 +75,16 @@ async def test_a_create_that_waits_on_an_uncommitted_owner_merges_into_it(
     space_id = await make_space(db)
     auth = bearer(await make_key(db, space_id))
     async with db.writer() as session, session.begin():
-        held = ContactCreate.model_validate({"emails": ["held@example.com"], "names": ["First"]})
-        owner, _created = await service.create_contact(session, space_id, held)
+        now = utcnow()
+        owner = Contact(space_id=space_id, email="held@example.com", name="First")
+        owner.created_at = owner.updated_at = now
+        session.add(owner)
+        await session.flush()
+        for kind, value in (("emails", "held@example.com"), ("names", "First")):
+            row = VALUE_TABLES[kind](space_id=space_id, contact_id=owner.id, position=0)
+            row.value, row.normalised = value, value
+            session.add(row)
+        await session.flush()
         sent = {"emails": ["other@example.com", "held@example.com"], "names": ["Second"]}
         racing = asyncio.create_task(client.post(CONTACTS, json=sent, headers=auth))
         await asyncio.sleep(0.5)

@@ -3,7 +3,7 @@
 import httpx
 
 from contactbase.db import Database
-from tests.factories import CONTACTS, SEED, make_tenant
+from tests.factories import CONTACTS, SEED, answered, make_tenant
 
 
 async def test_seed_example_creates_a_contact(client: httpx.AsyncClient, db: Database) -> None:
@@ -20,7 +20,7 @@ async def test_seed_example_creates_a_contact(client: httpx.AsyncClient, db: Dat
     assert len(body["created_at"]) == 20
     assert body["created_at"].endswith("Z")
     fetched = await client.get(f"{CONTACTS}/1", headers=auth)
-    assert fetched.json() == body
+    assert answered(fetched) == body
 
 
 async def test_known_email_merges_and_appends(client: httpx.AsyncClient, db: Database) -> None:
@@ -69,7 +69,7 @@ async def test_two_contacts_merge_into_the_oldest(client: httpx.AsyncClient, db:
     assert merged.json()["names"] == ["A", "B"]
     alias = await client.get(f"{CONTACTS}/{second['id']}", headers=auth)
     assert alias.status_code == 200
-    assert alias.json() == merged.json()
+    assert answered(alias) == merged.json()
     listed = (await client.get(CONTACTS, headers=auth)).json()
     assert [item["id"] for item in listed["data"]] == [first["id"]]
     assert listed["data"][0]["phone"] == "5551234"
@@ -87,7 +87,7 @@ async def test_on_conflict_error_refuses_and_changes_nothing(
         headers=auth,
     )
     assert response.status_code == 409
-    assert response.json() == {
+    assert answered(response) == {
         "message": "A contact with one of these emails already exists (id 1).",
         "existing_contact_id": 1,
     }

@@ -15,12 +15,12 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
-from contactbase.app import create_app
+from contactbase.app import close, create_app
 from contactbase.contacts.exports import MAX_ATTEMPTS, ExportWorker, sign_download
 from contactbase.contacts.models import Contact, ContactEmail, Export
-from contactbase.db import Database
+from contactbase.db import Database, utcnow
 from contactbase.settings import Settings
-from contactbase.spaces.service import utcnow
+from contactbase.state import state_of
 from tests.contacts.test_exports import (
     ALL_TIME,
     EXPORTS,
@@ -33,7 +33,7 @@ from tests.contacts.test_exports import (
     queue,
     the_signing_key,
 )
-from tests.factories import add_contact, bearer, make_key, make_space, make_tenant
+from tests.factories import add_contact, answered, bearer, make_key, make_space, make_tenant
 
 Auth = dict[str, str]
 
@@ -45,11 +45,6 @@ def export_dir(settings: Settings) -> Path:
 
 def build(settings: Settings, export_dir: Path, **changes: Any) -> FastAPI:
     return create_app(settings.model_copy(update={"export_dir": export_dir, **changes}))
-
-
-async def close(application: FastAPI) -> None:
-    await application.state.limiter.close()
-    await application.state.db.dispose()
 
 
 def http(application: FastAPI) -> httpx.AsyncClient:
@@ -148,7 +143,7 @@ async def test_an_abandoned_export_is_taken_up_again(
         "created_at": status["created_at"],
         "message": "The export is being written.",
     }
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     status = await poll(client, auth, export_id)
     assert status["status"] == "completed"
     assert await download(client, status["download_url"]) == [line(contact)]
@@ -166,7 +161,7 @@ async def test_an_export_held_by_a_live_worker_is_left_alone(
             .where(Export.id == export_id)
             .values(status="processing", lease_until=utcnow() + timedelta(seconds=30), attempts=1)
         )
-    assert await app.state.exports.run_once() is False
+    assert await state_of(app).exports.run_once() is False
     assert (await poll(client, auth, export_id))["status"] == "processing"
 
 
@@ -177,7 +172,7 @@ async def test_an_export_that_failed_max_attempts_times_ends_failed(
     await add_contact(client, auth, {"emails": ["never@example.com"]})
     export_id = await queue(client, auth)
     await abandon(db, export_id, MAX_ATTEMPTS)
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     status = await poll(client, auth, export_id)
     assert status == {
         "export_id": export_id,
@@ -185,7 +180,7 @@ async def test_an_export_that_failed_max_attempts_times_ends_failed(
         "created_at": status["created_at"],
         "message": "The export failed repeatedly; please ask again.",
     }
-    assert await app.state.exports.run_once() is False
+    assert await state_of(app).exports.run_once() is False
     assert (await poll(client, auth, export_id))["status"] == "failed"
     assert files(export_dir) == []
 
@@ -200,7 +195,7 @@ async def test_an_export_that_cannot_be_written_fails_with_a_message(
         async with http(application) as client:
             auth = await make_tenant(db)
             export_id = await queue(client, auth)
-            assert await application.state.exports.run_once() is True
+            assert await state_of(application).exports.run_once() is True
             status = await poll(client, auth, export_id)
     finally:
         await close(application)
@@ -266,7 +261,7 @@ async def test_a_signed_link_to_an_unfinished_or_unknown_export_is_refused(
             "signature": sign_download(key, export_id, expires),
         }
         response = await client.get(f"{EXPORTS}/{export_id}/download", params=query)
-        assert (response.status_code, response.json()) == (403, REFUSED)
+        assert (response.status_code, answered(response)) == (403, REFUSED)
 
 
 async def test_tampered_expired_and_foreign_links_are_refused(
@@ -276,8 +271,8 @@ async def test_tampered_expired_and_foreign_links_are_refused(
     await add_contact(client, auth, {"emails": ["mine@example.com"]})
     export_id = await queue(client, auth)
     other_id = await queue(client, other)
-    assert await app.state.exports.run_once() is True
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     url = (await poll(client, auth, export_id))["download_url"]
     path = urlsplit(url).path
     params = dict(parse_qsl(urlsplit(url).query))
@@ -297,7 +292,7 @@ async def test_tampered_expired_and_foreign_links_are_refused(
         response = await client.get(link_path, params=query)
         assert response.status_code == 403, query
         assert response.headers["content-type"] == "application/json"
-        assert response.json() == REFUSED
+        assert answered(response) == REFUSED
     assert len(await download(client, url)) == 1
 
 
@@ -320,7 +315,7 @@ async def test_a_download_link_without_its_parameters_is_422(
     for query, errors in cases:
         response = await client.get(link, params=query)
         assert response.status_code == 422, query
-        assert response.json() == invalid(errors)
+        assert answered(response) == invalid(errors)
 
 
 async def insert_contacts(db: Database, space_id: int, count: int) -> list[int]:

@@ -1,6 +1,6 @@
 """POST /contacts/exports and GET /contacts/exports/{id}: queueing, polling and the signed link.
 
-The worker is driven by hand (`app.state.exports.run_once()`), so each step can be observed."""
+The worker is driven by hand (`state_of(app).exports.run_once()`), so each step can be observed."""
 
 import asyncio
 import gzip
@@ -18,7 +18,17 @@ from fastapi import FastAPI
 from contactbase.contacts.exports import sign_download
 from contactbase.db import Database
 from contactbase.spaces.service import signing_secret
-from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space, make_tenant
+from contactbase.state import state_of
+from tests.factories import (
+    CONTACTS,
+    SEED,
+    add_contact,
+    answered,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+)
 
 EXPORTS = f"{CONTACTS}/exports"
 WIRE = "%Y-%m-%dT%H:%M:%SZ"
@@ -60,7 +70,7 @@ async def export(
 ) -> list[dict[str, Any]]:
     """Queue an export, let the worker write it, and read the file back."""
     export_id = await queue(client, auth, window)
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     status = await poll(client, auth, export_id)
     assert status["status"] == "completed", status
     return await download(client, status["download_url"])
@@ -133,8 +143,8 @@ async def test_a_completed_export_has_a_signed_link_for_15_minutes(
     auth = await make_tenant(db)
     export_id = await queue(client, auth)
     queued = await poll(client, auth, export_id)
-    assert await app.state.exports.run_once() is True
-    assert await app.state.exports.run_once() is False
+    assert await state_of(app).exports.run_once() is True
+    assert await state_of(app).exports.run_once() is False
     status = await poll(client, auth, export_id)
     url = status["download_url"]
     assert status == {
@@ -220,7 +230,7 @@ async def test_both_dates_are_required(client: httpx.AsyncClient, db: Database) 
     for body, errors in cases:
         response = await client.post(EXPORTS, json=body, headers=auth)
         assert response.status_code == 422, body
-        assert response.json() == invalid(errors)
+        assert answered(response) == invalid(errors)
 
 
 def bad_format(field: str, shown: str) -> dict[str, str]:
@@ -295,7 +305,7 @@ async def test_invalid_windows_are_422(
     auth = await make_tenant(db)
     response = await client.post(EXPORTS, json=body, headers=auth)
     assert response.status_code == 422
-    assert response.json() == invalid(errors)
+    assert answered(response) == invalid(errors)
 
 
 async def test_exports_need_the_read_permission(client: httpx.AsyncClient, db: Database) -> None:
@@ -304,9 +314,9 @@ async def test_exports_need_the_read_permission(client: httpx.AsyncClient, db: D
     write_only = bearer(await make_key(db, space_id, ["contacts:write"]))
     lacks = {"message": "This API key lacks the contacts:read permission."}
     refused = await client.post(EXPORTS, json=ALL_TIME, headers=write_only)
-    assert (refused.status_code, refused.json()) == (403, lacks)
+    assert (refused.status_code, answered(refused)) == (403, lacks)
     polled = await client.get(f"{EXPORTS}/{export_id}", headers=write_only)
-    assert (polled.status_code, polled.json()) == (403, lacks)
+    assert (polled.status_code, answered(polled)) == (403, lacks)
     assert (await client.post(EXPORTS, json=ALL_TIME)).status_code == 401
 
 
@@ -340,14 +350,14 @@ async def test_unknown_and_foreign_exports_are_404(
     }
     for unknown, echoed in shown.items():
         response = await client.get(f"{EXPORTS}/{quote(unknown, safe='')}", headers=auth)
-        assert (response.status_code, response.json()) == (
+        assert (response.status_code, answered(response)) == (
             404,
             {"message": f"No export with id {echoed}."},
         )
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     foreign = await client.get(f"{EXPORTS}/{export_id}", headers=other)
     assert foreign.status_code == 404
-    assert foreign.json() == {"message": f"No export with id {export_id}."}
+    assert answered(foreign) == {"message": f"No export with id {export_id}."}
     assert (await poll(client, auth, export_id))["status"] == "completed"
 
 
@@ -366,5 +376,5 @@ async def test_windows_at_the_ends_of_the_calendar_are_accepted(
     auth = await make_tenant(db, timezone=timezone)
     response = await client.post(EXPORTS, json=window, headers=auth)
     assert response.status_code == 202, response.text
-    assert await app.state.exports.run_once() is True
+    assert await state_of(app).exports.run_once() is True
     assert (await poll(client, auth, response.json()["export_id"]))["status"] == "completed"

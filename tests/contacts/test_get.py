@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from contactbase.db import Database
-from tests.factories import CONTACTS, SEED, add_contact, make_tenant
+from tests.factories import CONTACTS, SEED, add_contact, answered, make_tenant
 
 TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 
@@ -87,12 +87,12 @@ async def test_contact_of_another_space_is_not_found(
     foreign = await add_contact(client, space_b, SEED)
     response = await client.get(f"{CONTACTS}/{foreign['id']}", headers=space_a)
     assert response.status_code == 404
-    assert response.json() == not_found(str(foreign["id"]))
+    assert answered(response) == not_found(str(foreign["id"]))
     # An id that exists nowhere gets the same answer: the 404 does not reveal existence.
     unknown = foreign["id"] + 100
     missing = await client.get(f"{CONTACTS}/{unknown}", headers=space_a)
     assert missing.status_code == 404
-    assert missing.json() == not_found(str(unknown))
+    assert answered(missing) == not_found(str(unknown))
     # Each Space still sees its own contact.
     assert (await client.get(f"{CONTACTS}/{own['id']}", headers=space_a)).status_code == 200
     theirs = await client.get(f"{CONTACTS}/{foreign['id']}", headers=space_b)
@@ -100,7 +100,7 @@ async def test_contact_of_another_space_is_not_found(
     assert theirs.json()["emails"] == SEED["emails"]
     mine = await client.get(f"{CONTACTS}/{own['id']}", headers=space_b)
     assert mine.status_code == 404
-    assert mine.json() == not_found(str(own["id"]))
+    assert answered(mine) == not_found(str(own["id"]))
 
 
 async def test_alias_of_another_space_is_not_found(client: httpx.AsyncClient, db: Database) -> None:
@@ -113,7 +113,7 @@ async def test_alias_of_another_space_is_not_found(client: httpx.AsyncClient, db
     for contact_id in (first["id"], second["id"]):
         response = await client.get(f"{CONTACTS}/{contact_id}", headers=space_a)
         assert response.status_code == 404
-        assert response.json() == not_found(str(contact_id))
+        assert answered(response) == not_found(str(contact_id))
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ async def test_id_that_is_not_a_positive_integer_is_422(
     await add_contact(client, auth, {"emails": ["a@example.com"]})
     response = await client.get(f"{CONTACTS}/{raw}", headers=auth)
     assert response.status_code == 422
-    assert response.json() == bad_id(shown)
+    assert answered(response) == bad_id(shown)
 
 
 @pytest.mark.parametrize("raw", ["99999999999999999999999", "9" * 5000, "9223372036854775808"])
@@ -148,7 +148,7 @@ async def test_integer_too_large_to_exist_is_404(
     await add_contact(client, auth, {"emails": ["a@example.com"]})
     response = await client.get(f"{CONTACTS}/{raw}", headers=auth)
     assert response.status_code == 404
-    body = response.json()
+    body = answered(response)
     assert list(body) == ["message"]
     assert body["message"].startswith("No contact with id ")
 
@@ -160,7 +160,7 @@ async def test_largest_id_is_an_ordinary_unknown_id(
     largest = str(2**63 - 1)
     response = await client.get(f"{CONTACTS}/{largest}", headers=auth)
     assert response.status_code == 404
-    assert response.json() == not_found(largest)
+    assert answered(response) == not_found(largest)
 
 
 async def test_leading_zeros_name_the_same_contact(client: httpx.AsyncClient, db: Database) -> None:
@@ -184,7 +184,7 @@ async def test_alias_id_resolves_to_the_survivor(client: httpx.AsyncClient, db: 
     assert merged.json()["id"] == first["id"]
     alias = await client.get(f"{CONTACTS}/{second['id']}", headers=auth)
     assert alias.status_code == 200
-    assert alias.json() == {
+    assert answered(alias) == {
         "id": first["id"],
         "emails": ["a@example.com", "b@example.com"],
         "phones": ["+1234567890"],
@@ -194,7 +194,7 @@ async def test_alias_id_resolves_to_the_survivor(client: httpx.AsyncClient, db: 
         "updated_at": merged.json()["updated_at"],
     }
     survivor = await client.get(f"{CONTACTS}/{first['id']}", headers=auth)
-    assert survivor.json() == alias.json()
+    assert answered(survivor) == alias.json()
 
 
 async def test_alias_of_an_alias_resolves_to_the_final_survivor(
@@ -245,7 +245,7 @@ async def test_cometly_options_add_empty_arrays(
     }
     response = await client.get(f"{CONTACTS}/{created['id']}?{query}", headers=auth)
     assert response.status_code == 200
-    assert response.json() == {**plain.json(), **added}
+    assert answered(response) == {**plain.json(), **added}
 
 
 async def test_unknown_query_parameter_is_422(client: httpx.AsyncClient, db: Database) -> None:
@@ -254,7 +254,7 @@ async def test_unknown_query_parameter_is_422(client: httpx.AsyncClient, db: Dat
     response = await client.get(f"{CONTACTS}/{created['id']}?include_everything=1", headers=auth)
     assert response.status_code == 422
     message = "The include_everything field is not allowed."
-    assert response.json() == {"message": message, "errors": {"include_everything": [message]}}
+    assert answered(response) == {"message": message, "errors": {"include_everything": [message]}}
 
 
 async def test_option_that_is_not_a_flag_is_422(client: httpx.AsyncClient, db: Database) -> None:
@@ -263,7 +263,7 @@ async def test_option_that_is_not_a_flag_is_422(client: httpx.AsyncClient, db: D
     response = await client.get(f"{CONTACTS}/{created['id']}?include_events=maybe", headers=auth)
     assert response.status_code == 422
     message = 'The include_events field must be 1, 0, true or false ("maybe").'
-    assert response.json() == {"message": message, "errors": {"include_events": [message]}}
+    assert answered(response) == {"message": message, "errors": {"include_events": [message]}}
 
 
 async def test_without_a_key_is_401(client: httpx.AsyncClient, db: Database) -> None:
@@ -271,4 +271,4 @@ async def test_without_a_key_is_401(client: httpx.AsyncClient, db: Database) -> 
     created = await add_contact(client, auth, SEED)
     response = await client.get(f"{CONTACTS}/{created['id']}")
     assert response.status_code == 401
-    assert response.json() == {"message": "Unauthenticated."}
+    assert answered(response) == {"message": "Unauthenticated."}

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import text
 
 from contactbase.db import Database
-from tests.factories import CONTACTS, SEED, bearer, make_key, make_space, make_tenant
+from tests.factories import CONTACTS, SEED, answered, bearer, make_key, make_space, make_tenant
 
 Client = httpx.AsyncClient
 Auth = dict[str, str]
@@ -70,7 +70,7 @@ async def test_each_field_sent_replaces_its_collection(client: Client, auth: Aut
     body = {"phones": ["555-0100", "+44 20 7946 0958"], "names": ["Jane"]}
     response = await put(client, auth, 1, body)
     assert response.status_code == 200
-    assert response.json() == {"id": 1, **body}
+    assert answered(response) == {"id": 1, **body}
     contact = await fetch(client, auth, 1)
     assert values(contact) == {
         "emails": SEED["emails"],
@@ -94,7 +94,7 @@ async def test_every_collection_replaced_with_new_primaries(client: Client, auth
     }
     response = await put(client, auth, 1, body)
     assert response.status_code == 200
-    assert response.json() == {"id": 1, **body}
+    assert answered(response) == {"id": 1, **body}
     assert values(await fetch(client, auth, 1)) == body
     assert await listed(client, auth) == [
         summary(1, "jane@example.org", "Jane Roe", "+33 1 23 45 67 89", "Paris")
@@ -105,7 +105,7 @@ async def test_empty_arrays_clear_and_primaries_become_null(client: Client, auth
     await create(client, auth, SEED)
     response = await put(client, auth, 1, {"phones": [], "names": [], "locations": []})
     assert response.status_code == 200
-    assert response.json() == {"id": 1, "phones": [], "names": [], "locations": []}
+    assert answered(response) == {"id": 1, "phones": [], "names": [], "locations": []}
     contact = await fetch(client, auth, 1)
     assert values(contact) == {"emails": SEED["emails"], "phones": [], "names": [], "locations": []}
     assert await listed(client, auth) == [summary(1, "john@example.com", None, None, None)]
@@ -127,7 +127,7 @@ async def test_values_are_trimmed_and_repeats_dropped(client: Client, auth: Auth
     }
     response = await put(client, auth, 1, body)
     assert response.status_code == 200
-    assert response.json() == {"id": 1, **stored}
+    assert answered(response) == {"id": 1, **stored}
     assert values(await fetch(client, auth, 1)) == stored
 
 
@@ -135,7 +135,7 @@ async def test_own_email_may_change_case(client: Client, auth: Auth) -> None:
     await create(client, auth, SEED)
     response = await put(client, auth, 1, {"emails": ["JOHN@EXAMPLE.COM", "johnny@example.com"]})
     assert response.status_code == 200
-    assert response.json() == {"id": 1, "emails": ["JOHN@EXAMPLE.COM", "johnny@example.com"]}
+    assert answered(response) == {"id": 1, "emails": ["JOHN@EXAMPLE.COM", "johnny@example.com"]}
     assert (await fetch(client, auth, 1))["emails"] == ["JOHN@EXAMPLE.COM", "johnny@example.com"]
     found = await listed(client, auth, email="john@example.com")
     assert [item["id"] for item in found] == [1]
@@ -157,7 +157,7 @@ async def test_emails_of_other_contacts_are_refused_and_nothing_changes(
     assert response.status_code == 422
     first = 'The emails.0 field ("C@example.com") already belongs to contact 3.'
     second = 'The emails.2 field ("b@EXAMPLE.com") already belongs to contact 2.'
-    assert response.json() == {
+    assert answered(response) == {
         "message": f"{first} (and 1 more error)",
         "errors": {"emails.0": [first], "emails.2": [second]},
         "existing_contact_id": 2,
@@ -174,7 +174,7 @@ async def test_email_of_a_contact_in_another_space_is_allowed(
     ours = await create(client, auth, {"emails": ["mine@example.com"]})
     response = await put(client, auth, ours["id"], {"emails": ["Shared@example.com"]})
     assert response.status_code == 200
-    assert response.json() == {"id": ours["id"], "emails": ["Shared@example.com"]}
+    assert answered(response) == {"id": ours["id"], "emails": ["Shared@example.com"]}
     assert [c["id"] for c in await listed(client, auth, email="shared@example.com")] == [ours["id"]]
     assert await fetch(client, other, theirs["id"]) == theirs
 
@@ -201,7 +201,7 @@ async def test_refused_bodies_change_nothing(
     before = await fetch(client, auth, 1)
     response = await put(client, auth, 1, body)
     assert response.status_code == 422
-    assert response.json() == one_error(field, message)
+    assert answered(response) == one_error(field, message)
     assert await fetch(client, auth, 1) == before
 
 
@@ -211,16 +211,16 @@ async def test_unknown_ids_and_bad_paths(client: Client, db: Database, auth: Aut
     foreign = await create(client, other, {"emails": ["x@example.com"]})
     body = {"names": ["X"]}
     unknown = await put(client, auth, 999, body)
-    assert (unknown.status_code, unknown.json()) == (404, {"message": "No contact with id 999."})
+    assert (unknown.status_code, answered(unknown)) == (404, {"message": "No contact with id 999."})
     response = await put(client, auth, foreign["id"], body)
     assert response.status_code == 404
-    assert response.json() == {"message": f"No contact with id {foreign['id']}."}
+    assert answered(response) == {"message": f"No contact with id {foreign['id']}."}
     bad = await put(client, auth, "abc", body)
     assert bad.status_code == 422
-    assert bad.json() == one_error("id", 'The id field must be a positive integer ("abc").')
+    assert answered(bad) == one_error("id", 'The id field must be a positive integer ("abc").')
     query = await client.put(f"{CONTACTS}/1?foo=1", json=body, headers=auth)
     assert query.status_code == 422
-    assert query.json() == one_error("foo", "The foo field is not allowed.")
+    assert answered(query) == one_error("foo", "The foo field is not allowed.")
     assert (await fetch(client, other, foreign["id"]))["names"] == []
     assert (await fetch(client, auth, 1))["names"] == SEED["names"]
 
@@ -232,7 +232,7 @@ async def test_read_only_key_is_forbidden(client: Client, db: Database) -> None:
     await create(client, writer, SEED)
     response = await put(client, reader, 1, {"names": ["X"]})
     assert response.status_code == 403
-    assert response.json() == {"message": "This API key lacks the contacts:write permission."}
+    assert answered(response) == {"message": "This API key lacks the contacts:write permission."}
     assert (await fetch(client, reader, 1))["names"] == SEED["names"]
 
 
@@ -242,7 +242,7 @@ async def test_alias_id_updates_the_survivor(client: Client, auth: Auth) -> None
     await create(client, auth, {"emails": ["b@example.com", "a@example.com"]})
     response = await put(client, auth, alias["id"], {"names": ["Merged"]})
     assert response.status_code == 200
-    assert response.json() == {"id": survivor["id"], "names": ["Merged"]}
+    assert answered(response) == {"id": survivor["id"], "names": ["Merged"]}
     contact = await fetch(client, auth, survivor["id"])
     assert values(contact) == {
         "emails": ["a@example.com", "b@example.com"],
@@ -363,7 +363,7 @@ async def test_update_racing_a_merging_create_stays_consistent(client: Client, a
             r,
         )
         assert (replaced.status_code, merged.status_code) == (200, 200)
-        assert replaced.json() == {"id": contact_id, "names": [f"Put {r}"]}
+        assert answered(replaced) == {"id": contact_id, "names": [f"Put {r}"]}
         assert merged.json()["id"] == contact_id
         contact = values(await fetch(client, auth, contact_id))
         # The update either came last (its names alone) or first (the create appended to it).
@@ -389,7 +389,7 @@ async def test_email_replacement_racing_a_create_with_the_old_email(
             r,
         )
         assert replaced.status_code == 200
-        assert replaced.json() == {"id": contact_id, "emails": [moved], "names": [f"Put {r}"]}
+        assert answered(replaced) == {"id": contact_id, "emails": [moved], "names": [f"Put {r}"]}
         contact = values(await fetch(client, auth, contact_id))
         assert contact == collections([moved], [], [f"Put {r}"])
         if posted.status_code == 200:  # merged before the update took the email away

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from contactbase.db import Database
-from tests.factories import CONTACTS, SEED, make_tenant
+from tests.factories import CONTACTS, SEED, answered, make_tenant
 
 Client = httpx.AsyncClient
 Auth = dict[str, str]
@@ -179,14 +179,14 @@ async def test_single_error_is_422_naming_field_and_value(
     response = await post(client, auth, body)
     assert response.status_code == 422
     assert response.headers["content-type"] == "application/json"
-    assert response.json() == one_error(field, message)
+    assert answered(response) == one_error(field, message)
     assert await stored(db) == NOTHING
 
 
 async def test_typo_field_is_refused_and_nothing_is_stored(client: Client, auth: Auth) -> None:
     response = await post(client, auth, {"emails": [OK], "phone": ["+1234567890"]})
     assert response.status_code == 422
-    assert response.json() == one_error("phone", "The phone field is not allowed.")
+    assert answered(response) == one_error("phone", "The phone field is not allowed.")
     listed = await client.get(CONTACTS, headers=auth)
     assert listed.json()["data"] == []
 
@@ -264,7 +264,7 @@ async def test_unicode_values_round_trip(client: Client, auth: Auth) -> None:
     expected = {**body, "emails": ["José@example.com", "用户@例子.广告", "Müller@exämple.de"]}
     assert {kind: created[kind] for kind in expected} == expected
     fetched = await client.get(f"{CONTACTS}/{created['id']}", headers=auth)
-    assert fetched.json() == created
+    assert answered(fetched) == created
 
 
 BAD_JSON = [
@@ -294,7 +294,7 @@ async def test_unparseable_body_is_422(
     """Malformed, empty, lone surrogates, deeply nested: 422 under `body`, nothing stored."""
     response = await send_raw(client, auth, body)
     assert response.status_code == 422
-    assert response.json() == invalid_json(reason)
+    assert answered(response) == invalid_json(reason)
     assert await stored(db) == NOTHING
 
 
@@ -304,7 +304,7 @@ async def test_unparseable_body_is_422(
 async def test_body_not_a_json_object_is_422(client: Client, auth: Auth, body: bytes) -> None:
     response = await send_raw(client, auth, body)
     assert response.status_code == 422
-    assert response.json() == one_error("body", NOT_AN_OBJECT)
+    assert answered(response) == one_error("body", NOT_AN_OBJECT)
 
 
 async def test_body_fields_named_like_locations_keep_their_own_key(
@@ -323,7 +323,7 @@ async def test_summary_counts_one_more_error(client: Client, auth: Auth) -> None
     response = await post(client, auth, {"emails": ["bad"], "phones": [""]})
     first = 'The emails.0 field must be a valid email address ("bad").'
     assert response.status_code == 422
-    assert response.json() == {
+    assert answered(response) == {
         "message": f"{first} (and 1 more error)",
         "errors": {"emails.0": [first], "phones.0": ['The phones.0 field must not be empty ("").']},
     }
@@ -334,7 +334,7 @@ async def test_summary_counts_more_errors(client: Client, auth: Auth) -> None:
     response = await post(client, auth, body)
     first = 'The emails.1 field must be a valid email address ("bad").'
     assert response.status_code == 422
-    assert response.json() == {
+    assert answered(response) == {
         "message": f"{first} (and 3 more errors)",
         "errors": {
             "emails.1": [first],
@@ -353,7 +353,7 @@ async def test_body_over_the_limit_is_413(
     body = json.dumps({"emails": [OK], "names": ["x" * LIMIT]}).encode()
     response = await send_raw(client, auth if authorised else {}, body)
     assert response.status_code == 413
-    assert response.json() == TOO_LARGE
+    assert answered(response) == TOO_LARGE
     assert len(response.headers["x-request-id"]) == 32
     assert await stored(db) == NOTHING
 
@@ -364,7 +364,7 @@ async def test_body_of_exactly_the_limit_is_accepted(client: Client, auth: Auth)
     assert response.status_code == 201
     too_big = await send_raw(client, auth, body + b" ")
     assert too_big.status_code == 413
-    assert too_big.json() == TOO_LARGE
+    assert answered(too_big) == TOO_LARGE
 
 
 async def chunks(parts: list[bytes]) -> AsyncIterator[bytes]:
@@ -381,7 +381,7 @@ async def test_streamed_body_over_the_limit_is_413(
     assert "content-length" not in response.request.headers
     assert response.request.headers["transfer-encoding"] == "chunked"
     assert response.status_code == 413
-    assert response.json() == TOO_LARGE
+    assert answered(response) == TOO_LARGE
     assert await stored(db) == NOTHING
 
 
@@ -411,7 +411,7 @@ async def test_bad_query_is_422(
     """A bad on_conflict value or an unknown query parameter; nothing stored."""
     response = await client.post(f"{CONTACTS}?{query}", json=SEED, headers=auth)
     assert response.status_code == 422
-    assert response.json() == one_error(field, message)
+    assert answered(response) == one_error(field, message)
     assert await stored(db) == NOTHING
 
 
@@ -419,7 +419,7 @@ async def test_one_bad_phone_stores_nothing(client: Client, db: Database, auth: 
     """The whole request is refused: the valid emails are not stored either."""
     response = await post(client, auth, {**SEED, "phones": ["+1234567890", "call me"]})
     assert response.status_code == 422
-    assert response.json() == one_error("phones.1", bad_phone("phones.1", '"call me"'))
+    assert answered(response) == one_error("phones.1", bad_phone("phones.1", '"call me"'))
     assert await stored(db) == NOTHING
     retried = await post(client, auth, SEED)
     assert retried.status_code == 201
@@ -430,8 +430,8 @@ async def test_refused_merge_leaves_the_contact_unchanged(client: Client, auth: 
     body = {"emails": ["john@example.com", "new@example.com"], "names": ["New", "\u0000"]}
     response = await post(client, auth, body)
     message = 'The names.1 field must not contain control characters ("\\u0000").'
-    assert response.json() == one_error("names.1", message)
+    assert answered(response) == one_error("names.1", message)
     fetched = await client.get(f"{CONTACTS}/{created['id']}", headers=auth)
-    assert fetched.json() == created
+    assert answered(fetched) == created
     listed = await client.get(CONTACTS, params={"email": "new@example.com"}, headers=auth)
     assert listed.json()["data"] == []

@@ -9,10 +9,8 @@ from email_validator import validate_email
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from contactbase.contacts.service import dedupe
 from contactbase.contacts.values import (
     PLAIN_EMAIL,
-    ValueRejected,
     clean_email,
     clean_phone,
     clean_text,
@@ -21,6 +19,8 @@ from contactbase.contacts.values import (
     normalise_phone,
     normalise_text,
 )
+from contactbase.contacts.writes import dedupe
+from contactbase.validation import ValueRejected
 
 DIGITS = "0123456789"
 SEPARATORS = " ().-"

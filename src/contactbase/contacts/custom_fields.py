@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from contactbase.contacts.values import ValueRejected, has_control_characters
+from contactbase.validation import ValueRejected, has_control_characters
 
 TEXT_SLOTS = range(1, 16)
 NUMBER_SLOTS = range(16, 26)

@@ -24,9 +24,8 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.models import Contact, Export
-from contactbase.db import Database, is_unavailable
+from contactbase.db import Database, is_unavailable, utcnow
 from contactbase.errors import NotFound
-from contactbase.spaces.service import utcnow
 from contactbase.validation import show
 
 log = logging.getLogger("contactbase.exports")

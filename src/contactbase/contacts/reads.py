@@ -3,13 +3,13 @@
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import ColumnElement, bindparam, literal_column, select, text, union_all
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.contacts.custom_fields import SLOTS, to_wire
+from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import (
     VALUE_TABLES,
     Contact,
@@ -24,12 +24,42 @@ from contactbase.db import Connection, Prepared
 from contactbase.errors import NotFound
 
 
-@dataclass(frozen=True)
-class StoredValue:
+class ValueRow(NamedTuple):
+    """A value of one of a contact's collections, as the values query returns it."""
+
+    kind: str
     contact_id: int
     position: int
     value: str
     normalised: str
+
+
+@dataclass(frozen=True)
+class ContactRow:
+    """A contact's row as the writes and reads need it: identity, alias link, times, slots."""
+
+    id: int
+    merged_into_id: int | None
+    created_at: datetime
+    updated_at: datetime
+    slots: dict[str, Any]
+
+    @classmethod
+    def of(cls, *columns: Any) -> "ContactRow":
+        """From the columns of CONTACT_COLUMNS, in their order."""
+        contact_id, merged_into_id, created_at, updated_at, *slots = columns
+        return cls(
+            contact_id, merged_into_id, created_at, updated_at, dict(zip(SLOTS, slots, strict=True))
+        )
+
+
+CONTACT_COLUMNS = (
+    Contact.id,
+    Contact.merged_into_id,
+    Contact.created_at,
+    Contact.updated_at,
+    *(getattr(Contact, slot) for slot in SLOTS),
+)
 
 
 def _values_query(of_contacts: Callable[[type[ContactValue]], ColumnElement[bool]]) -> Any:
@@ -52,73 +82,46 @@ def _values_query(of_contacts: Callable[[type[ContactValue]], ColumnElement[bool
 VALUES_QUERY = _values_query(
     lambda table: table.contact_id.in_(bindparam("contact_ids", expanding=True))
 )
-CONTACT_VALUES = Prepared(_values_query(lambda table: table.contact_id == bindparam("contact_id")))
+CONTACT_VALUES = Prepared(
+    _values_query(lambda table: table.contact_id == bindparam("contact_id")), ValueRow
+)
 
 
 async def stored_values(
     session: AsyncSession, space_id: int, contact_ids: Sequence[int]
-) -> dict[str, list[StoredValue]]:
+) -> dict[str, list[ValueRow]]:
     """Each collection's rows for these contacts, by contact id, then position."""
-    stored: dict[str, list[StoredValue]] = {kind: [] for kind in VALUE_TABLES}
+    stored: dict[str, list[ValueRow]] = {kind: [] for kind in VALUE_TABLES}
     connection = await session.connection()
     rows = await connection.execute(
         VALUES_QUERY, {"space_id": space_id, "contact_ids": list(contact_ids)}
     )
-    for kind, contact_id, position, value, normalised in rows:
-        stored[kind].append(StoredValue(contact_id, position, value, normalised))
+    for row in rows:
+        value = ValueRow(*row)
+        stored[value.kind].append(value)
     return stored
 
 
-def contact_detail(
-    contact_id: int,
-    values: dict[str, list[str]],
-    slots: dict[str, Any],
-    created_at: datetime,
-    updated_at: datetime,
-) -> ContactDetail:
-    """The ContactDetail; `custom_fields` only when a slot is set."""
-    shown = to_wire(slots)
-    extra = {"custom_fields": shown} if shown else {}
-    return ContactDetail(
-        id=contact_id, created_at=created_at, updated_at=updated_at, **values, **extra
-    )
-
-
-# A contact's row as the writes and reads need it: identity, alias link, times and slots.
-CONTACT_ROW = (
-    Contact.id,
-    Contact.merged_into_id,
-    Contact.created_at,
-    Contact.updated_at,
-    *(getattr(Contact, slot) for slot in SLOTS),
-)
-
-
-def slots_of(row: Any) -> dict[str, Any]:
-    return {slot: getattr(row, slot) for slot in SLOTS}
-
-
-_CONTACT_ROW_QUERY = select(*CONTACT_ROW).where(
+_CONTACT_ROW_QUERY = select(*CONTACT_COLUMNS).where(
     Contact.space_id == bindparam("space_id"), Contact.id == bindparam("contact_id")
 )
-CONTACT_ROW_QUERY = Prepared(_CONTACT_ROW_QUERY)
-CONTACT_ROW_LOCKED = Prepared(_CONTACT_ROW_QUERY.with_for_update())
+CONTACT_ROW_QUERY = Prepared(_CONTACT_ROW_QUERY, ContactRow.of)
+CONTACT_ROW_LOCKED = Prepared(_CONTACT_ROW_QUERY.with_for_update(), ContactRow.of)
 
 
 async def contact_row(
     connection: Connection, space_id: int, contact_id: int, *, lock: bool = False
-) -> Any:
-    """The contact's row in the Space (CONTACT_ROW), or None; `lock` holds it until the
-    transaction ends."""
+) -> ContactRow | None:
+    """The contact's row in the Space, or None; `lock` holds it until the transaction ends."""
     query = CONTACT_ROW_LOCKED if lock else CONTACT_ROW_QUERY
     return await query.row(connection, {"space_id": space_id, "contact_id": contact_id})
 
 
-async def resolve(connection: Connection, space_id: int, contact_id: int) -> Any:
+async def resolve(connection: Connection, space_id: int, contact_id: int) -> ContactRow:
     """The row of the contact an id names: itself, or the survivor it was merged into."""
     row = await contact_row(connection, space_id, contact_id)
-    if row is not None and row[1] is not None:  # merged_into_id
-        row = await contact_row(connection, space_id, row[1])
+    if row is not None and row.merged_into_id is not None:
+        row = await contact_row(connection, space_id, row.merged_into_id)
     if row is None:
         raise NotFound(f"No contact with id {contact_id}.")
     return row
@@ -128,18 +131,15 @@ async def get_contact(connection: Connection, space_id: int, contact_id: int) ->
     """The contact with this id in the Space; an alias id gives the contact it was merged into."""
     for _attempt in range(3):
         row = await resolve(connection, space_id, contact_id)
-        rows = await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row[0]})
+        rows = await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})
         values: dict[str, list[str]] = {kind: [] for kind in VALUE_TABLES}
-        for kind, _contact_id, _position, value, _normalised in rows:
-            values[kind].append(value)
+        for value in rows:
+            values[value.kind].append(value.value)
         # A live contact always has an email. None means it was merged into another between
         # the two statements (on PostgreSQL each read has its own snapshot): resolve again.
         if values["emails"]:
             break
-    contact_id, _merged_into_id, created_at, updated_at, *slots = row
-    return contact_detail(
-        contact_id, values, dict(zip(SLOTS, slots, strict=True)), created_at, updated_at
-    )
+    return ContactDetail.of(row.id, values, row.slots, row.created_at, row.updated_at)
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,17 @@ def _holds(table: type[ContactValue], space_id: int, normalised: str) -> ColumnE
     )
 
 
+class ListedRow(NamedTuple):
+    """A contact as the list shows it: its primary values, and its slots when asked for."""
+
+    id: int
+    email: str
+    name: str | None
+    phone: str | None
+    location: str | None
+    slots: dict[str, Any] | None
+
+
 async def list_contacts(
     session: AsyncSession,
     space_id: int,
@@ -185,7 +196,7 @@ async def list_contacts(
     per_page: int,
     *,
     with_custom_fields: bool = False,
-) -> tuple[list[Any], bool]:
+) -> tuple[list[ListedRow], bool]:
     """A page of contacts, newest first, and whether more lie beyond it in its direction."""
     columns = [Contact.id, Contact.email, Contact.name, Contact.phone, Contact.location]
     if with_custom_fields:
@@ -203,7 +214,18 @@ async def list_contacts(
     if cursor is not None:
         query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)
     query = query.order_by(Contact.id.asc() if backwards else Contact.id.desc())
-    rows = list((await (await session.connection()).execute(query.limit(per_page + 1))).all())
+    result = await (await session.connection()).execute(query.limit(per_page + 1))
+    rows = [
+        ListedRow(
+            row.id,
+            row.email,
+            row.name,
+            row.phone,
+            row.location,
+            dict(zip(SLOTS, row[5:], strict=True)) if with_custom_fields else None,
+        )
+        for row in result
+    ]
     has_more = len(rows) > per_page
     rows = rows[:per_page]
     if backwards:

@@ -1,14 +1,15 @@
-"""HTTP shape of the contacts endpoints: /public-api/v1/contacts."""
+"""HTTP shape of the contacts endpoints, /public-api/v1/contacts: each operation declared once
+(contactbase.dispatch), its handler given the caller and its parsed query and body."""
 
 from datetime import UTC
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import APIRouter, Path, Request, Response
-from fastapi.responses import FileResponse
 from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
 
-from contactbase.contacts import exports, reads, service
+from contactbase.contacts import exports, reads, writes
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
@@ -32,27 +33,27 @@ from contactbase.contacts.schemas import (
     ListQuery,
     NoQuery,
 )
-from contactbase.db import direct, transaction
-from contactbase.errors import Forbidden, NotFound, invalid
-from contactbase.openapi import ERRORS, documented, error_responses
+from contactbase.dispatch import Api, Call
+from contactbase.errors import Conflict, DownloadLinkInvalid, NotFound, invalid
 from contactbase.spaces import access
-from contactbase.spaces.access import authorise, signing_key
-from contactbase.validation import message_for, parse_body, parse_query
+from contactbase.spaces.service import signing_secret
+from contactbase.validation import message_for
 
-router = APIRouter(prefix="/public-api/v1/contacts", tags=["contacts"])
+API_BASE = "/public-api/v1"
+api = Api(API_BASE)
 
-ContactId = Annotated[
-    str,
-    Path(
-        description="A contact id; an alias id names its survivor.",
-        examples=["17"],
-        json_schema_extra={"pattern": "^0*[1-9][0-9]*$"},
-    ),
-]
+CONTACT_ID = {
+    "contact_id": {
+        "description": "A contact id; an alias id names its survivor.",
+        "schema": {"type": "string", "pattern": "^0*[1-9][0-9]*$", "examples": ["17"]},
+    }
+}
+BINARY = {"type": "string", "format": "binary"}
+EXPORT_ID = {"export_id": {"description": "The export's id.", "schema": {"type": "string"}}}
 
 
 def answer(model: BaseModel, status_code: int = 200) -> Response:
-    """The model as JSON, fields never set left out (the route's response_model documents it)."""
+    """The model as JSON, fields never set left out (the declared response model documents it)."""
     return Response(
         model.model_dump_json(exclude_unset=True),
         status_code=status_code,
@@ -71,20 +72,29 @@ def parse_id(contact_id: str) -> int:
     return int(digits)
 
 
-@router.post(
-    "",
-    status_code=201,
-    response_model=ContactDetail,
-    response_model_exclude_unset=True,
+async def signing_key(call: Call[Any, Any]) -> bytes:
+    """The service's signing secret: from the settings, else from the database, read once
+    (on the request's connection)."""
+    state = call.state
+    if state.signing_key is None:
+        state.signing_key = await signing_secret(await call.lease.connect())
+    return state.signing_key
+
+
+@api.operation(
+    "POST",
+    "/contacts",
+    operation_id="createContact",
+    access=access.CREATE,
+    query=CreateQuery,
+    body=ContactCreate,
+    status=201,
+    response=ContactDetail,
     summary="Create a contact (or merge into the one that owns its emails)",
-    responses={
-        **error_responses(401, 403, 409, 413, 422, 429, 503),
-        200: {"model": ContactDetail, "description": "Merged into an existing contact"},
-        201: {"description": "Created"},
-    },
-    openapi_extra=documented(query=CreateQuery, body=ContactCreate),
+    errors=(Conflict,),
+    answers={"200": {"model": ContactDetail, "description": "Merged into an existing contact"}},
 )
-async def create_contact(request: Request) -> Response:
+async def create_contact(call: Call[CreateQuery, ContactCreate]) -> Response:
     """Create a contact from arrays of emails, phones, names and locations; the first item of
     each array becomes the primary value.
 
@@ -93,94 +103,89 @@ async def create_contact(request: Request) -> Response:
     existing primaries stay, and several matching contacts are merged into the oldest, whose id
     the others keep resolving to. With `on_conflict=error`, known emails give 409 instead.
     """
-    async with direct(request) as connection:
-        caller = await authorise(request, connection, access.CREATE)
-        query = parse_query(CreateQuery, request)
-        payload = parse_body(ContactCreate, await request.body())
-        new = await service.create_if_new(connection, caller.space_id, payload)
-    if new is not None:
-        return answer(new, 201)
-    async with transaction(request) as session:
-        contact, created = await service.create_contact(
-            session, caller.space_id, payload, merge=query.on_conflict == "merge"
-        )
+    merge = call.query.on_conflict == "merge"
+    contact, created = await writes.create_contact(
+        call.lease, call.caller.space_id, call.body, merge=merge
+    )
     return answer(contact, 201 if created else 200)
 
 
-@router.get(
-    "/{contact_id}",
-    response_model=ContactDetail,
-    response_model_exclude_unset=True,
+@api.operation(
+    "GET",
+    "/contacts/{contact_id}",
+    operation_id="getContact",
+    access=access.GET,
+    query=GetQuery,
+    response=ContactDetail,
     summary="Get a contact",
-    responses=error_responses(401, 403, 404, 422, 429, 503),
-    openapi_extra=documented(query=GetQuery),
+    errors=(NotFound,),
+    parameters=CONTACT_ID,
 )
-async def get_contact(request: Request, contact_id: ContactId) -> Response:
+async def get_contact(call: Call[GetQuery, None]) -> Response:
     """One contact with all its emails, phones, names and locations, primary first."""
-    async with direct(request) as connection:
-        caller = await authorise(request, connection, access.GET)
-        query = parse_query(GetQuery, request)
-        contact = await reads.get_contact(connection, caller.space_id, parse_id(contact_id))
-    if query.include_comet_tokens:
+    contact_id = parse_id(call.params["contact_id"])
+    connection = await call.lease.connect()
+    contact = await reads.get_contact(connection, call.caller.space_id, contact_id)
+    await call.lease.release()
+    if call.query.include_comet_tokens:
         contact.comet_tokens = []
-    if query.include_events:
+    if call.query.include_events:
         contact.events = []
-    if query.include_browsing_session_data:
+    if call.query.include_browsing_session_data:
         contact.browsing_session_hits = []
     return answer(contact)
 
 
-@router.put(
-    "/{contact_id}",
-    response_model=ContactUpdated,
-    response_model_exclude_unset=True,
+@api.operation(
+    "PUT",
+    "/contacts/{contact_id}",
+    operation_id="updateContact",
+    access=access.UPDATE,
+    query=NoQuery,
+    body=ContactUpdate,
+    response=ContactUpdated,
     summary="Update a contact (sparse replace)",
-    responses=error_responses(401, 403, 404, 413, 422, 429, 503),
-    openapi_extra=documented(query=NoQuery, body=ContactUpdate),
+    errors=(NotFound,),
+    parameters=CONTACT_ID,
 )
-async def update_contact(request: Request, contact_id: ContactId) -> Response:
+async def update_contact(call: Call[NoQuery, ContactUpdate]) -> Response:
     """Replace the collections sent: each of `emails`, `phones`, `names`, `locations` present
     replaces that whole collection (its first item becoming the primary; `[]` clears it, except
     `emails`, which keeps at least one); `custom_fields` replaces all 30 slots. Absent fields stay
     as they are. An email of another contact is a 422 naming it. Answers with the id and the
     fields sent, as stored.
     """
-    async with transaction(request) as session:
-        caller = await authorise(request, session, access.UPDATE)
-        parse_query(NoQuery, request)
-        payload = parse_body(ContactUpdate, await request.body())
-        updated = await service.update_contact(
-            session, caller.space_id, parse_id(contact_id), payload
-        )
+    contact_id = parse_id(call.params["contact_id"])
+    updated = await writes.update_contact(call.lease, call.caller.space_id, contact_id, call.body)
     return answer(updated)
 
 
-@router.get(
-    "",
-    response_model=ContactPage,
-    response_model_exclude_unset=True,
+@api.operation(
+    "GET",
+    "/contacts",
+    operation_id="listContacts",
+    access=access.LIST,
+    query=ListQuery,
+    response=ContactPage,
     summary="List contacts, newest first",
-    responses=error_responses(401, 403, 422, 429, 503),
-    openapi_extra=documented(query=ListQuery),
 )
-async def list_contacts(request: Request) -> Response:
+async def list_contacts(call: Call[ListQuery, None]) -> Response:
     """Contacts of the Space, newest first, in pages joined by opaque cursors.
 
     `start_date` and `end_date` filter on the creation time in the Space's timezone, both
     inclusive; `email` and `phone` find contacts by the same normal forms that identify them.
     """
-    async with transaction(request) as session:
-        caller = await authorise(request, session, access.LIST)
-        query = parse_query(ListQuery, request)
-        key = await signing_key(request, session)
-        cursor = None
-        if query.cursor is not None:
-            try:
-                cursor = decode_cursor(query.cursor, key, caller.space_id)
-            except InvalidCursor:
-                raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
-        start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
-        filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+    caller, query = call.caller, call.query
+    key = await signing_key(call)
+    cursor = None
+    if query.cursor is not None:
+        try:
+            cursor = decode_cursor(query.cursor, key, caller.space_id)
+        except InvalidCursor:
+            raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
+    start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
+    filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+    async with call.lease.session() as session:
         rows, has_more = await reads.list_contacts(
             session,
             caller.space_id,
@@ -203,9 +208,10 @@ async def list_contacts(request: Request) -> Response:
             item.emails = emails[row.id]
         if query.include_comet_tokens:
             item.comet_tokens = []
-        if query.include_custom_fields:
-            item.custom_fields = to_wire(reads.slots_of(row), every_slot=True)
+        if row.slots is not None:
+            item.custom_fields = to_wire(row.slots, every_slot=True)
         data.append(item)
+    request = call.request
     return answer(_page(request, data, cursor, has_more, query.per_page, key, caller.space_id))
 
 
@@ -248,45 +254,50 @@ def _page(
 EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
 
 
-@router.post(
-    "/exports",
-    status_code=202,
-    response_model=ExportStatus,
-    response_model_exclude_unset=True,
+EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
+
+
+@api.operation(
+    "POST",
+    "/contacts/exports",
+    operation_id="createExport",
+    access=access.EXPORT,
+    query=NoQuery,
+    body=ExportRequest,
+    status=202,
+    response=ExportStatus,
     summary="Export the contacts created in a window",
-    responses=error_responses(401, 403, 413, 422, 429, 503),
-    openapi_extra=documented(query=NoQuery, body=ExportRequest),
 )
-async def create_export(request: Request) -> Response:
+async def create_export(call: Call[NoQuery, ExportRequest]) -> Response:
     """Queue an export of the Space's contacts created between `start_date` and `end_date`
     (the Space's timezone, inclusive). Poll it with GET /contacts/exports/{export_id}."""
-    async with transaction(request) as session:
-        caller = await authorise(request, session, access.EXPORT)
-        parse_query(NoQuery, request)
-        payload = parse_body(ExportRequest, await request.body())
-        start, end = reads.creation_window(payload.start_date, payload.end_date, caller.timezone)
-        assert start is not None
-        assert end is not None
-        export = await exports.queue_export(session, caller.space_id, start, end)
+    payload = call.body
+    start, end = reads.creation_window(payload.start_date, payload.end_date, call.caller.timezone)
+    assert start is not None
+    assert end is not None
+    async with call.lease.session(write=True) as session:
+        export = await exports.queue_export(session, call.caller.space_id, start, end)
     status = ExportStatus(export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"])
     return answer(status, 202)
 
 
-@router.get(
-    "/exports/{export_id}",
-    response_model=ExportStatus,
-    response_model_exclude_unset=True,
+@api.operation(
+    "GET",
+    "/contacts/exports/{export_id}",
+    operation_id="getExport",
+    access=access.POLL_EXPORT,
+    query=NoQuery,
+    response=ExportStatus,
     summary="Poll an export",
-    responses=error_responses(401, 403, 404, 422, 429, 503),
-    openapi_extra=documented(query=NoQuery),
+    errors=(NotFound,),
+    parameters=EXPORT_ID,
 )
-async def get_export(request: Request, export_id: str) -> Response:
+async def get_export(call: Call[NoQuery, None]) -> Response:
     """The export's status; when completed, a signed `download_url` valid for 15 minutes."""
-    async with transaction(request) as session:
-        caller = await authorise(request, session, access.POLL_EXPORT)
-        parse_query(NoQuery, request)
-        key = await signing_key(request, session)
-        export = await exports.find_export(session, caller.space_id, export_id)
+    export_id = call.params["export_id"]
+    key = await signing_key(call)
+    async with call.lease.session() as session:
+        export = await exports.find_export(session, call.caller.space_id, export_id)
     status = ExportStatus(export_id=export.id, status=export.status, created_at=export.created_at)
     if export.status == "failed":
         status.message = export.failure
@@ -296,46 +307,45 @@ async def get_export(request: Request, export_id: str) -> Response:
         assert export.completed_at is not None
         expires_at = export.completed_at + exports.LINK_LIFETIME
         expires = int(expires_at.replace(tzinfo=UTC).timestamp())
-        link = request.url_for("download_export", export_id=export.id)
+        link = f"{str(call.request.base_url).rstrip('/')}{API_BASE}/contacts/exports/{export.id}"
         signature = exports.sign_download(key, export.id, expires)
-        status.download_url = f"{link}?{urlencode({'expires': expires, 'signature': signature})}"
+        query = urlencode({"expires": expires, "signature": signature})
+        status.download_url = f"{link}/download?{query}"
         status.completed_at = export.completed_at
         status.expires_at = expires_at
     return answer(status)
 
 
-@router.get(
-    "/exports/{export_id}/download",
-    name="download_export",
+@api.operation(
+    "GET",
+    "/contacts/exports/{export_id}/download",
+    operation_id="downloadExport",
+    access=None,
+    query=DownloadQuery,
     summary="Download an export (signed link, no key)",
-    response_class=FileResponse,
-    responses={
-        **error_responses(422, 503),
-        200: {"content": {"application/gzip": {}}, "description": "Gzipped NDJSON"},
-        403: {"model": ERRORS[403][0], "description": "Link invalid or expired"},
+    errors=(DownloadLinkInvalid,),
+    answers={
+        "200": {
+            "content": {"application/gzip": {"schema": BINARY}},
+            "description": "Gzipped NDJSON",
+        }
     },
-    openapi_extra=documented(query=DownloadQuery, secured=False),
+    parameters=EXPORT_ID,
 )
-async def download_export(request: Request, export_id: str) -> FileResponse:
+async def download_export(call: Call[DownloadQuery, None]) -> Response:
     """The export file: one contact per line (`id`, `email`, `name`, `phone`, `location`,
     `created_at`). The link is its own credential; it expires 15 minutes after completion."""
-    refused = Forbidden("This download link is invalid or has expired.")
-    query = parse_query(DownloadQuery, request)
-    async with transaction(request) as session:
-        key = await signing_key(request, session)
-        if not exports.is_export_id(export_id) or not exports.download_allowed(
-            key, export_id, query.expires, query.signature
-        ):
-            raise refused
-        directory = request.app.state.settings.export_dir
+    export_id, query = call.params["export_id"], call.query
+    key = await signing_key(call)
+    if not exports.is_export_id(export_id) or not exports.download_allowed(
+        key, export_id, query.expires, query.signature
+    ):
+        raise DownloadLinkInvalid()
+    async with call.lease.session() as session:
+        directory = call.state.settings.export_dir
         path = await exports.completed_file(session, export_id, directory)
     if path is None:
-        raise refused
+        raise DownloadLinkInvalid()
     return FileResponse(
         path, media_type="application/gzip", filename=f"contacts-{export_id}.ndjson.gz"
     )
-
-
-# The hottest endpoints, declared first: the app serves them by its express lane
-# (middleware.ExpressLane). They take only the request and their path parameters.
-EXPRESS = (create_contact, get_contact)

@@ -7,14 +7,9 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainSerializer, model_validator
 from pydantic_core import PydanticCustomError
 
-from contactbase.contacts.custom_fields import CustomFields
-from contactbase.contacts.values import (
-    ValueRejected,
-    clean_email,
-    clean_phone,
-    clean_text,
-    has_control_characters,
-)
+from contactbase.contacts.custom_fields import CustomFields, to_wire
+from contactbase.contacts.values import clean_email, clean_phone, clean_text
+from contactbase.validation import ValueRejected, has_control_characters
 
 MAX_ITEMS = 100
 
@@ -144,6 +139,20 @@ class ContactDetail(BaseModel):
     browsing_session_hits: list[Any] | None = Field(
         default=None, description="Only with include_browsing_session_data=1; always empty here."
     )
+
+    @classmethod
+    def of(
+        cls,
+        contact_id: int,
+        values: dict[str, list[str]],
+        slots: dict[str, Any],
+        created_at: datetime,
+        updated_at: datetime,
+    ) -> "ContactDetail":
+        """The contact as the API shows it; `custom_fields` only when a slot is set."""
+        shown = to_wire(slots)
+        extra = {"custom_fields": shown} if shown else {}
+        return cls(id=contact_id, created_at=created_at, updated_at=updated_at, **values, **extra)
 
 
 class ContactSummary(BaseModel):

@@ -1,9 +1,10 @@
 """The rules for a single value: what is valid, and the normal form it is compared by."""
 
 import re
-import unicodedata
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+
+from contactbase.validation import ValueRejected, has_control_characters
 
 MAX_EMAIL_LENGTH = 254
 MAX_PHONE_LENGTH = 32
@@ -23,15 +24,6 @@ SPECIAL_USE_SUFFIXES = tuple(
 )
 
 
-class ValueRejected(ValueError):
-    """A value broke a rule; `kind` names the rule, as schemas.py words its message."""
-
-    def __init__(self, kind: str, **context: object) -> None:
-        super().__init__(kind)
-        self.kind = kind
-        self.context = context
-
-
 def normalise_email(email: str) -> str:
     return email.strip().lower()
 
@@ -42,11 +34,6 @@ def normalise_phone(phone: str) -> str:
 
 def normalise_text(text: str) -> str:
     return text.strip()
-
-
-def has_control_characters(text: str) -> bool:
-    # Cc: C0/C1 controls (NUL breaks PostgreSQL text); Cs: lone surrogates, not encodable as UTF-8.
-    return any(unicodedata.category(char) in ("Cc", "Cs") for char in text)
 
 
 def clean_email(raw: str) -> str:

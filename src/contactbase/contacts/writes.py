@@ -1,0 +1,430 @@
+"""Writing contacts: the one home of every write of a contact, each use case one entry point.
+
+`create_contact` creates a contact, or merges the request into the contacts that own its
+emails (identity resolution). The backend is chosen here and nowhere else:
+- On PostgreSQL a new person is written by one statement of data-modifying CTEs (NEW_CONTACT),
+  run on the request's connection as its own transaction. It inserts nothing when an email is
+  known; when a concurrent create takes one of the emails first, the unique index fails the
+  whole statement (after waiting for that create to commit), so nothing of it is written
+  either way, and the request goes on to the merge below.
+- Otherwise (SQLite, and every merge) the write runs in one transaction on the writer, in a
+  savepoint retried whenever it loses a race: the unique (Space, normalised email) index
+  decides, and a create that loses merges on its next attempt.
+
+The entry points own their transactions, because the shape of the transaction (none for the
+one-statement insert, one for a merge) is part of the backend's choice; batch, erasure and the
+change feed extend this module.
+"""
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple, TypeVar
+
+import asyncpg
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Integer,
+    Text,
+    bindparam,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
+from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
+from contactbase.contacts.reads import (
+    CONTACT_COLUMNS,
+    ContactRow,
+    contact_row,
+    resolve,
+    stored_values,
+)
+from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
+from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
+from contactbase.db import Lease, Prepared, is_retryable, is_unique_violation, utcnow
+from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
+from contactbase.validation import show
+
+T = TypeVar("T")
+KINDS = tuple(VALUE_TABLES)
+NORMALISE: dict[str, Callable[[str], str]] = {
+    "emails": normalise_email,
+    "phones": normalise_phone,
+    "names": normalise_text,
+    "locations": normalise_text,
+}
+# Attempts of one write before giving up: each lost race (a concurrent create of the same email,
+# a concurrent merge of the same contacts, a deadlock) costs one.
+MAX_ATTEMPTS = 10
+
+# (value as stored, normalised form)
+Value = tuple[str, str]
+
+
+class _Raced(Exception):
+    """A concurrent transaction changed the contacts being written; start the attempt again."""
+
+
+def dedupe(values: Sequence[str], normalise: Callable[[str], str]) -> list[Value]:
+    """The values with repeats (by normal form) dropped, keeping the first."""
+    seen: set[str] = set()
+    kept: list[Value] = []
+    for value in values:
+        normalised = normalise(value)
+        if normalised not in seen:
+            seen.add(normalised)
+            kept.append((value, normalised))
+    return kept
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """What a create brings, computed once for whichever path writes it: each collection's
+    values without repeats, and the custom-field slots sent."""
+
+    values: dict[str, list[Value]]
+    slots: dict[str, Any]
+
+    @classmethod
+    def of(cls, payload: ContactCreate) -> "Incoming":
+        return cls(
+            {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS},
+            sent_slots(payload.custom_fields),
+        )
+
+    def shown(self) -> dict[str, list[str]]:
+        return {kind: [value for value, _ in rows] for kind, rows in self.values.items()}
+
+
+async def create_contact(
+    lease: Lease, space_id: int, payload: ContactCreate, *, merge: bool = True
+) -> tuple[ContactDetail, bool]:
+    """Create a contact, or merge the request into the contacts owning its emails (with
+    `merge=False`, refuse with 409 instead). Returns the contact and whether it was created.
+    `lease` is the request's connection: the one-statement insert runs on it; a merge
+    gives it back and takes the writer."""
+    incoming = Incoming.of(payload)
+    if not lease.db.is_sqlite:
+        new = await _insert_if_new(lease, space_id, incoming)
+        if new is not None:
+            return new, True
+
+    async def write(session: AsyncSession) -> tuple[ContactDetail, bool]:
+        owners = await _email_owners(session, space_id, incoming.values["emails"])
+        if not owners:
+            return await _insert_contact(session, space_id, incoming), True
+        if not merge:
+            existing = min(owners.values())
+            raise Conflict(
+                f"A contact with one of these emails already exists (id {existing}).", existing
+            )
+        return await _merge(session, space_id, sorted(set(owners.values())), incoming), False
+
+    return await _attempts(lease, write)
+
+
+async def update_contact(
+    lease: Lease, space_id: int, contact_id: int, payload: ContactUpdate
+) -> ContactUpdated:
+    """Replace each collection sent (and all slots, when custom_fields is sent) in one go."""
+    sent = payload.model_fields_set
+    incoming = {
+        kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS if kind in sent
+    }
+    slots = None
+    if "custom_fields" in sent:
+        slots = dict.fromkeys(SLOTS) | sent_slots(payload.custom_fields)
+
+    async def write(session: AsyncSession) -> ContactUpdated:
+        target = (await resolve(session, space_id, contact_id)).id
+        row = await contact_row(session, space_id, target, lock=True)
+        if row is None or row.merged_into_id is not None:
+            raise _Raced()  # merged into another contact since: update that one
+        if "emails" in incoming:
+            await _refuse_emails_of_others(session, space_id, target, payload.emails)
+        for kind, rows in incoming.items():
+            table = VALUE_TABLES[kind]
+            await (await session.connection()).execute(
+                delete(table).where(table.space_id == space_id, table.contact_id == target)
+            )
+            await _insert_values(session, space_id, target, kind, list(enumerate(rows)))
+        values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
+        await (await session.connection()).execute(
+            update(Contact)
+            .where(Contact.space_id == space_id, Contact.id == target)
+            .values(updated_at=utcnow(), **_primaries(values), **(slots or {}))
+        )
+        shown: dict[str, Any] = dict(values)
+        if slots is not None:
+            shown["custom_fields"] = to_wire(slots)
+        return ContactUpdated(id=target, **shown)
+
+    return await _attempts(lease, write)
+
+
+async def _attempts(lease: Lease, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Run `write` in one transaction on the writer, in a savepoint begun again from the start
+    whenever it loses a race."""
+    async with lease.session(write=True) as session:
+        for _attempt_number in range(MAX_ATTEMPTS):
+            try:
+                async with session.begin_nested():
+                    return await write(session)
+            except _Raced:
+                continue
+            except DBAPIError as exc:
+                if is_unique_violation(exc) or is_retryable(exc):
+                    continue
+                raise
+    raise ServiceUnavailable("This contact is being changed by many requests at once; retry.")
+
+
+class NewContact(NamedTuple):
+    id: int
+
+
+def _new_contact_statement() -> Any:
+    """PostgreSQL: the contact and its values in one statement, inserted only when none of
+    the emails is known in the Space. Value rows go in by normal form, so that concurrent
+    creates take the unique email index in one order and wait for each other instead of
+    deadlocking."""
+    space_id = bindparam("space_id", type_=BigInteger)
+    now = bindparam("now", type_=DateTime())
+    emails = bindparam("emails_normalised", type_=ARRAY(Text))
+    owners = (
+        select(ContactEmail.contact_id)
+        .where(ContactEmail.space_id == space_id, ContactEmail.normalised == func.any(emails))
+        .cte("owners")
+    )
+    columns: dict[str, Any] = {"space_id": space_id, "created_at": now, "updated_at": now}
+    for column in PRIMARY_COLUMN.values():
+        columns[column] = bindparam(column, type_=Text)
+    for slot in SLOTS:
+        columns[slot] = bindparam(slot, type_=Contact.__table__.c[slot].type)
+    new_contact = (
+        insert(Contact)
+        .from_select(list(columns), select(*columns.values()).where(~exists(owners.select())))
+        .returning(Contact.id)
+        .cte("new_contact")
+    )
+    value_inserts = []
+    for kind, table in VALUE_TABLES.items():
+        rows = (
+            func.unnest(
+                bindparam(f"{kind}_positions", type_=ARRAY(Integer)),
+                bindparam(f"{kind}_values", type_=ARRAY(Text)),
+                emails if kind == "emails" else bindparam(f"{kind}_normalised", type_=ARRAY(Text)),
+            )
+            .table_valued("position", "value", "normalised")
+            .render_derived(name="v")
+        )
+        value_inserts.append(
+            insert(table)
+            .from_select(
+                ["space_id", "contact_id", "position", "value", "normalised"],
+                select(space_id, new_contact.c.id, rows.c.position, rows.c.value, rows.c.normalised)
+                .select_from(new_contact)
+                .join(rows, true())
+                .order_by(rows.c.normalised),
+            )
+            .cte(kind)
+        )
+    return select(new_contact.c.id).add_cte(*value_inserts)
+
+
+NEW_CONTACT = Prepared(_new_contact_statement(), NewContact)
+
+
+async def _insert_if_new(lease: Lease, space_id: int, incoming: Incoming) -> ContactDetail | None:
+    """The new contact, written by NEW_CONTACT; None when an email is known, or became known
+    while the statement ran (nothing is written then)."""
+    now = utcnow()
+    values = incoming.shown()
+    params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
+    params.update(incoming.slots)
+    for kind, rows in incoming.values.items():
+        params[PRIMARY_COLUMN[kind]] = values[kind][0] if rows else None
+        params[f"{kind}_positions"] = list(range(len(rows)))
+        params[f"{kind}_values"] = values[kind]
+        params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
+    try:
+        row = await NEW_CONTACT.row(await lease.connect(), params)
+    except asyncpg.UniqueViolationError:
+        return None  # a concurrent create took an email first
+    if row is None:
+        return None
+    return ContactDetail.of(row.id, values, incoming.slots, now, now)
+
+
+async def _email_owners(
+    session: AsyncSession, space_id: int, emails: list[Value]
+) -> dict[str, int]:
+    """Which contact owns each of these emails (by normal form), for those that are known."""
+    rows = await (await session.connection()).execute(
+        select(ContactEmail.normalised, ContactEmail.contact_id).where(
+            ContactEmail.space_id == space_id,
+            ContactEmail.normalised.in_([normalised for _, normalised in emails]),
+        )
+    )
+    return {normalised: contact_id for normalised, contact_id in rows}
+
+
+def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
+    return {PRIMARY_COLUMN[kind]: (values[kind][0] if values[kind] else None) for kind in values}
+
+
+async def _insert_values(
+    session: AsyncSession, space_id: int, contact_id: int, kind: str, rows: list[tuple[int, Value]]
+) -> None:
+    if not rows:
+        return
+    # Emails go in sorted order, as in NEW_CONTACT: concurrent writes lock them in one order.
+    ordered = sorted(rows, key=lambda row: row[1][1]) if kind == "emails" else rows
+    await (await session.connection()).execute(
+        insert(VALUE_TABLES[kind]),
+        [
+            {
+                "space_id": space_id,
+                "contact_id": contact_id,
+                "position": position,
+                "value": value,
+                "normalised": normalised,
+            }
+            for position, (value, normalised) in ordered
+        ],
+    )
+
+
+async def _insert_contact(
+    session: AsyncSession, space_id: int, incoming: Incoming
+) -> ContactDetail:
+    now = utcnow()
+    values = incoming.shown()
+    contact_id = await (await session.connection()).scalar(
+        insert(Contact)
+        .values(
+            space_id=space_id,
+            created_at=now,
+            updated_at=now,
+            **_primaries(values),
+            **incoming.slots,
+        )
+        .returning(Contact.id)
+    )
+    assert contact_id is not None
+    for kind in KINDS:
+        rows = list(enumerate(incoming.values[kind]))
+        await _insert_values(session, space_id, contact_id, kind, rows)
+    return ContactDetail.of(contact_id, values, incoming.slots, now, now)
+
+
+async def _merge(
+    session: AsyncSession, space_id: int, ids: list[int], incoming: Incoming
+) -> ContactDetail:
+    """Merge the request and the contacts `ids` into the oldest of them."""
+    result = await (await session.connection()).execute(
+        select(*CONTACT_COLUMNS)
+        .where(Contact.space_id == space_id, Contact.id.in_(ids))
+        .order_by(Contact.id)
+        .with_for_update()
+    )
+    locked = [ContactRow.of(*row) for row in result]
+    # Between the look-up and the lock another request may have merged these contacts, or
+    # given one of the emails to another contact: then resolve again.
+    if len(locked) != len(ids) or any(row.merged_into_id is not None for row in locked):
+        raise _Raced()
+    if set((await _email_owners(session, space_id, incoming.values["emails"])).values()) != set(
+        ids
+    ):
+        raise _Raced()
+
+    survivor, losers = ids[0], ids[1:]
+    stored = await stored_values(session, space_id, ids)
+    values: dict[str, list[str]] = {}
+    additions: dict[str, list[tuple[int, Value]]] = {}
+    for kind in KINDS:
+        kept = [row for row in stored[kind] if row.contact_id == survivor]
+        others = [(row.value, row.normalised) for row in stored[kind] if row.contact_id != survivor]
+        seen = {row.normalised for row in kept}
+        position = max((row.position for row in kept), default=-1) + 1
+        additions[kind] = []
+        for value, normalised in others + incoming.values[kind]:
+            if normalised not in seen:
+                seen.add(normalised)
+                additions[kind].append((position, (value, normalised)))
+                position += 1
+        values[kind] = [row.value for row in kept] + [value for _, (value, _) in additions[kind]]
+
+    # The survivor's slots win; its empty ones are filled from the others, by id; then the
+    # request's slots overwrite.
+    before = locked[0].slots
+    slots = dict(before)
+    for row in locked[1:]:
+        for slot, value in row.slots.items():
+            if slots[slot] is None:
+                slots[slot] = value
+    slots.update(incoming.slots)
+    changed_slots = {slot: slots[slot] for slot in SLOTS if slots[slot] != before[slot]}
+
+    updated_at = locked[0].updated_at
+    if losers or changed_slots or any(additions.values()):
+        updated_at = utcnow()
+        if losers:
+            await _retire(session, space_id, survivor, losers, updated_at)
+        for kind in KINDS:
+            await _insert_values(session, space_id, survivor, kind, additions[kind])
+        await (await session.connection()).execute(
+            update(Contact)
+            .where(Contact.space_id == space_id, Contact.id == survivor)
+            .values(updated_at=updated_at, **_primaries(values), **changed_slots)
+        )
+    return ContactDetail.of(survivor, values, slots, locked[0].created_at, updated_at)
+
+
+async def _retire(
+    session: AsyncSession, space_id: int, survivor: int, losers: list[int], now: datetime
+) -> None:
+    """Make `losers` aliases of `survivor`; their values have been copied to it."""
+    for table in VALUE_TABLES.values():
+        await (await session.connection()).execute(
+            delete(table).where(table.space_id == space_id, table.contact_id.in_(losers))
+        )
+    # Aliases point straight at the survivor, so that resolving an id is one step.
+    await (await session.connection()).execute(
+        update(Contact)
+        .where(Contact.space_id == space_id, Contact.merged_into_id.in_(losers))
+        .values(merged_into_id=survivor)
+    )
+    await (await session.connection()).execute(
+        update(Contact)
+        .where(Contact.space_id == space_id, Contact.id.in_(losers))
+        .values(merged_into_id=survivor, updated_at=now)
+    )
+
+
+async def _refuse_emails_of_others(
+    session: AsyncSession, space_id: int, contact_id: int, emails: list[str]
+) -> None:
+    """422 when any of `emails` belongs to another contact of the Space."""
+    owners = await _email_owners(session, space_id, dedupe(emails, normalise_email))
+    errors: dict[str, list[str]] = {}
+    others: list[int] = []
+    for index, email in enumerate(emails):
+        owner = owners.get(normalise_email(email))
+        if owner is not None and owner != contact_id:
+            errors.setdefault(f"emails.{index}", []).append(
+                f"The emails.{index} field ({show(email)}) already belongs to contact {owner}."
+            )
+            others.append(owner)
+    if errors:
+        raise InvalidInput(errors, existing_contact_id=min(others))

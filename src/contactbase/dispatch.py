@@ -1,0 +1,220 @@
+"""The one dispatcher of the public API, and the declarations it serves.
+
+Each operation is declared once (`Api.operation`): method, path, permission and rate-limit
+endpoint (`Access`), query model, body model, answers. The dispatcher serves it from that
+declaration, in the order of SPEC section 2: key, permission, limit (`authorise`), then the
+query, then the body; it hands the handler a `Call` that holds the caller and the parsed
+inputs, and the request's connection (`Lease`), which it gives back before the answer is sent.
+The OpenAPI document is built from the same declarations (openapi.py).
+
+It is pure ASGI, inside RequestContext: the public API is served past FastAPI's router,
+dependency resolution and serialisation (their cost is in docs/performance.md). Everything
+else (operations endpoints, /docs, /openapi.json, unknown paths) goes on to FastAPI.
+"""
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from contactbase.db import Lease
+from contactbase.errors import ApiError, MethodNotAllowed, render
+from contactbase.spaces.access import Access, authorise
+from contactbase.spaces.service import Caller
+from contactbase.state import AppState, state_of
+from contactbase.validation import parse_body, parse_query
+
+Query = TypeVar("Query", bound=BaseModel)
+Body = TypeVar("Body", bound=BaseModel | None)
+Sent = TypeVar("Sent", bound=BaseModel)
+
+
+@dataclass
+class Call(Generic[Query, Body]):
+    """One request to an operation, authorised and parsed."""
+
+    request: Request
+    state: AppState
+    lease: Lease
+    params: dict[str, str]
+    query: Query
+    body: Body
+    _caller: Caller | None = None
+
+    @property
+    def caller(self) -> Caller:
+        """Who is calling; every operation with an Access has one."""
+        assert self._caller is not None, "an operation without Access has no caller"
+        return self._caller
+
+
+Handler = Callable[[Call[Query, Body]], Awaitable[Response]]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """An operation of the public API, as declared; the dispatcher and the OpenAPI document
+    both read it."""
+
+    method: str
+    path: str  # the whole path template, e.g. /public-api/v1/contacts/{contact_id}
+    operation_id: str
+    handler: Handler[Any, Any]
+    access: Access | None
+    query: type[BaseModel]
+    body: type[BaseModel] | None
+    status: int
+    response: type[BaseModel] | None
+    summary: str
+    # Errors this operation answers beyond those every operation of its kind does.
+    errors: tuple[type[ApiError], ...] = ()
+    # Further documented answers (OpenAPI response objects by status).
+    answers: dict[str, Any] = field(default_factory=dict)
+    # Path parameters: name -> OpenAPI parameter schema and description.
+    parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pattern: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pattern", compile_path(self.path)[0])
+
+
+class Api:
+    """The declared operations of the public API under one base path."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.operations: list[Operation] = []
+
+    @overload
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation_id: str,
+        access: Access | None,
+        query: type[Query],
+        body: type[Sent],
+        **more: Any,
+    ) -> Callable[[Handler[Query, Sent]], Handler[Query, Sent]]: ...
+
+    @overload
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation_id: str,
+        access: Access | None,
+        query: type[Query],
+        body: None = None,
+        **more: Any,
+    ) -> Callable[[Handler[Query, None]], Handler[Query, None]]: ...
+
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation_id: str,
+        access: Access | None,
+        query: type[BaseModel],
+        body: type[BaseModel] | None = None,
+        **more: Any,
+    ) -> Callable[[Handler[Any, Any]], Handler[Any, Any]]:
+        """Declare the operation that the decorated handler serves; `more` takes Operation's
+        other fields (status, response, summary, errors, answers, parameters)."""
+
+        def declare(handler: Handler[Any, Any]) -> Handler[Any, Any]:
+            self.operations.append(
+                Operation(
+                    method=method,
+                    path=self.base + path,
+                    operation_id=operation_id,
+                    handler=handler,
+                    access=access,
+                    query=query,
+                    body=body,
+                    **{"status": 200, "response": None, "summary": "", **more},
+                )
+            )
+            return handler
+
+        return declare
+
+
+def route_path(scope: Scope) -> str:
+    """The path the app routes by: under a root path (a proxy's prefix), what follows it."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def error_response(error: ApiError, scope: Scope) -> Response:
+    """An error answer, rendered by the one renderer with the request's id."""
+    status, headers, content = render(error, scope["state"]["request_id"])
+    response = Response(content, status_code=status)
+    response.raw_headers = headers
+    return response
+
+
+class Dispatcher:
+    """Pure ASGI: serves the declared operations in their declared order; a path that none
+    of them matches goes on to `app`."""
+
+    def __init__(self, app: ASGIApp, *, api: Api) -> None:
+        self.app = app
+        self.base = api.base
+        self.operations = api.operations
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = route_path(scope) if scope["type"] == "http" else ""
+        if not path.startswith(self.base):
+            await self.app(scope, receive, send)
+            return
+        matches = [(op, match) for op in self.operations if (match := op.pattern.fullmatch(path))]
+        if not matches:
+            await self.app(scope, receive, send)
+            return
+        for operation, match in matches:
+            if operation.method == scope["method"]:
+                scope["route"] = operation
+                response = await self._serve(operation, match.groupdict(), scope, receive)
+                break
+        else:
+            allowed = sorted({operation.method for operation, _ in matches})
+            response = error_response(MethodNotAllowed(allowed), scope)
+        await response(scope, receive, send)
+
+    async def _serve(
+        self, operation: Operation, params: dict[str, str], scope: Scope, receive: Receive
+    ) -> Response:
+        request = Request(scope, receive)
+        state = state_of(request)
+        lease = Lease(state.db)
+        failure: BaseException | None = None
+        try:
+            caller = None
+            if operation.access is not None:
+                connection = await lease.connect()
+                caller = await authorise(state, request, connection, operation.access)
+            query = parse_query(operation.query, request)
+            body = None
+            if operation.body is not None:
+                body = parse_body(operation.body, await request.body())
+            call = Call(request, state, lease, params, query, body, caller)
+            return await operation.handler(call)
+        except ApiError as error:
+            # Our own answer, raised between statements: the connection is in a known state.
+            return error_response(error, scope)
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            await lease.release(failure)

@@ -1,0 +1,33 @@
+"""The service's Prometheus metrics, in a registry of each app's own."""
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class Metrics:
+    """The service's Prometheus metrics, in a registry of the app's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "contactbase_requests",
+            "HTTP requests answered.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "contactbase_request_seconds",
+            "Time to answer a request.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.unlimited = Counter(
+            "contactbase_ratelimit_unlimited",
+            "Requests served without a rate-limit check: the limit store was unreachable.",
+            registry=self.registry,
+        )
+        self.database_unavailable = Counter(
+            "contactbase_database_unavailable",
+            "Requests answered 503: database unavailable.",
+            registry=self.registry,
+        )
