@@ -1,35 +1,31 @@
 """Schemathesis against the app's own OpenAPI document, bounded for the suite (`make fuzz` runs
-longer): every operation, with a key of Space A and then of Space B, must answer without a 5xx,
-with a documented status code and content type, and a body that matches its documented schema."""
+longer): every operation, with a key of Space A and then of Space B, must pass every check this
+schemathesis has: no 5xx; a documented status code, content type, headers and body; bad input
+refused and good input accepted; a missing key refused; an undocumented method a 405 with `Allow`;
+and the rest of its list (see `test_every_check_is_enabled`)."""
 
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from schemathesis.checks import not_a_server_error
+from schemathesis.checks import CHECKS as REGISTERED_CHECKS
+from schemathesis.checks import load_all_checks
 from schemathesis.python.asgi import shutdown_lifespans
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from contactbase.app import create_app
-from contactbase.contacts import service
-from contactbase.contacts.schemas import ContactCreate
 from contactbase.db import Database
 from contactbase.settings import Settings
-from tests.factories import SEED, bearer, make_key, make_space
+from tests.factories import CONTACTS, SEED, bearer, make_key, make_space
 
-CHECKS = [
-    not_a_server_error,
-    status_code_conformance,
-    content_type_conformance,
-    response_schema_conformance,
-]
+# Every check schemathesis has, its defaults or not: `enabled` at the top of the checks section
+# turns each built-in on (schemathesis' `--checks all`), and `max_response_time`, the one check
+# enabled only by giving it a limit, gets a generous one: an answer in process that takes this
+# long is a hang, whatever the machine's load.
+CHECKS_CONFIG: dict[str, Any] = {"enabled": True, "max_response_time": 10.0}
 # Space A's key gets every phase: the documented examples, the coverage phase's edge cases
 # (missing and wrong-typed values, unexpected methods) and random cases. Space B's key, another
 # tenant over the same data, gets the examples (contact 17 is Space A's: a 404 for B) and fewer
@@ -48,20 +44,39 @@ CUSTOM_FIELDS = {
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+def fuzz_config(run: str, key: str) -> schemathesis.Config:
+    """One run's configuration: its key, its phases, every check, the same cases each time."""
+    return schemathesis.Config.from_dict(
+        {
+            "seed": 20261126,
+            "headers": bearer(key),
+            "checks": CHECKS_CONFIG,
+            **RUNS[run],
+            "generation": {"deterministic": True, "database": "none", **RUNS[run]["generation"]},
+        }
+    )
+
+
 @pytest.fixture
-async def space_keys(db: Database) -> dict[str, str]:
-    """Two Spaces holding contacts, each with a read-write key; Space A's contacts come first."""
+async def space_keys(db: Database, client: httpx.AsyncClient) -> dict[str, str]:
+    """Two Spaces holding contacts, each with a read-write key; Space A's contacts come first.
+
+    The contacts are made through the API, as a client makes them, so that this fixture holds
+    whatever the write path underneath becomes."""
     keys = {}
     for run, name in (("space_a", "Space A"), ("space_b", "Space B")):
         space_id = await make_space(db, name)
-        async with db.writer() as session, session.begin():
-            for n in range(SEED_CONTACTS):
-                custom_fields = {"custom_fields": CUSTOM_FIELDS} if n % 2 else {}
-                payload = ContactCreate.model_validate(
-                    {**SEED, "emails": [f"{run}.{n}@example.com"], **custom_fields}
-                )
-                await service.create_contact(session, space_id, payload)
         keys[run] = await make_key(db, space_id)
+        for n in range(SEED_CONTACTS):
+            custom_fields = {"custom_fields": CUSTOM_FIELDS} if n % 2 else {}
+            body = {**SEED, "emails": [f"{run}.{n}@example.com"], **custom_fields}
+            response = await client.post(CONTACTS, json=body, headers=bearer(keys[run]))
+            assert response.status_code == 201, response.text
+    # The ids the RUNS comment counts on: Space A holds 1 to 20, so the example's 17 is A's.
+    first_of_b = await client.get(
+        f"{CONTACTS}/{SEED_CONTACTS + 1}", headers=bearer(keys["space_b"])
+    )
+    assert first_of_b.json()["emails"] == ["space_b.0@example.com"], first_of_b.text
     return keys
 
 
@@ -73,17 +88,11 @@ def api_schema(
     # schemathesis 4.32's lazy schemas read `_nodeid`, which pytest 9.2 no longer has.
     request.node._nodeid = request.node.nodeid
     run: str = request.param
-    config = schemathesis.Config.from_dict(
-        {
-            "seed": 20261126,
-            "headers": bearer(space_keys[run]),
-            **RUNS[run],
-            "generation": {"deterministic": True, "database": "none", **RUNS[run]["generation"]},
-        }
-    )
     app = create_app(settings.model_copy(update={"export_dir": tmp_path / "exports"}))
     # Loading starts the app's lifespan in schemathesis' own event loop; it ends it at teardown.
-    yield schemathesis.openapi.from_asgi("/openapi.json", app, config=config)
+    yield schemathesis.openapi.from_asgi(
+        "/openapi.json", app, config=fuzz_config(run, space_keys[run])
+    )
     shutdown_lifespans()
 
 
@@ -91,12 +100,28 @@ def api_schema(
 def test_every_answer_is_documented(
     case: schemathesis.Case[Any], space_keys: dict[str, str]
 ) -> None:
-    response = case.call_and_validate(checks=CHECKS)
+    # No `checks=`: schemathesis then runs every check its configuration enables, which is all.
+    response = case.call_and_validate()
     # And no answer shows a contact of a Space other than the key's (seeded emails name theirs).
     sent = response.request.headers.get("Authorization")
     for run, key in space_keys.items():
         if sent != f"Bearer {key}":
             assert f"{run}." not in response.text
+
+
+def test_every_check_is_enabled() -> None:
+    """A check that a later schemathesis adds, or one that is off by default, is not silently
+    left out: every check it registers is enabled for every run and phase of the fuzzing."""
+    load_all_checks()  # the OpenAPI checks register themselves when their module is imported
+    names = REGISTERED_CHECKS.get_all_names()
+    assert "unsupported_method" in names
+    for run in RUNS:
+        config = fuzz_config(run, "cb_unused")
+        for phase in ("examples", "coverage", "fuzzing", "stateful"):
+            checks = config.projects.get_default().checks_config_for(phase=phase)
+            disabled = [name for name in names if not checks.get_by_name(name=name).enabled]
+            assert disabled == [], (run, phase)
+            assert checks.max_response_time.enabled, (run, phase)
 
 
 def test_every_documented_body_is_fuzzed(app: FastAPI) -> None:

@@ -3,9 +3,10 @@
 overwritten, on_conflict=error, updates, refusals, a repeat that changes nothing) is sent to an
 app on each, and the two must answer alike and leave the same rows in every contact table.
 
-The two dialects take different statements (PostgreSQL's upserts and sequences, SQLite's single
-writer), so agreement on one is no evidence for the other; this holds them to each other. It
-runs in the PostgreSQL pass and makes its own SQLite database beside it."""
+The two dialects take different paths (on PostgreSQL a new contact is one statement of
+data-modifying CTEs outside any transaction, on SQLite a transaction on the single writer), so
+agreement on one is no evidence for the other; this holds them to each other. It runs in the
+PostgreSQL pass and makes its own SQLite database beside it."""
 
 import json
 from collections.abc import AsyncIterator
@@ -255,13 +256,17 @@ async def stored_rows(db: Database) -> dict[str, list[dict[str, Any]]]:
 
 
 async def test_both_dialects_answer_alike_and_store_the_same_rows(sides: list[Side]) -> None:
-    for step in STEPS:
+    """Each step to both apps in turn; then the answers, step by step, and the stored rows,
+    table by table, must be equal (ids included: both databases number from 1)."""
+    for number, step in enumerate(STEPS):
         for side in sides:
             path = step.path.format(**side.ids)
+            # The same request id on both, so that error bodies, which quote it, compare whole.
+            headers = {**side.auth, "X-Request-Id": f"step-{number}"}
             response = await side.client.request(
                 step.method,
                 path,
-                headers=side.auth,
+                headers=headers,
                 **({} if step.body is None else {"json": step.body}),
             )
             assert response.status_code == step.status, (side.name, step, response.text)

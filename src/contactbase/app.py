@@ -84,6 +84,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
         docs_url="/docs",
+        swagger_ui_oauth2_redirect_url=None,  # no OAuth2 here: a page without a use
         redoc_url=None,
         openapi_url="/openapi.json",
     )

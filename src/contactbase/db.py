@@ -100,8 +100,8 @@ class Database:
             # No pre-ping (a round trip per request): a connection that died with the server
             # fails its request with 503, and SQLAlchemy then discards the whole pool, so the
             # next requests connect afresh. No overflow: under load, overflow connections are
-            # opened and closed request by request, which cost creates 40% of their throughput
-            # in `make bench`; a request beyond the pool waits for a connection instead.
+            # opened and closed request by request, the largest cost `make bench` ever found
+            # (docs/performance.md); a request beyond the pool waits for a connection instead.
             self.engine = create_async_engine(
                 self.url,
                 pool_size=pool_size,

@@ -81,7 +81,15 @@ class Operation:
     pattern: re.Pattern[str] = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "pattern", compile_path(self.path)[0])
+        pattern, _format, converters = compile_path(self.path)
+        if set(converters) != set(self.parameters):
+            raise ValueError(f"{self.path}: document each path parameter, and only those")
+        object.__setattr__(self, "pattern", pattern)
+
+    @property
+    def static(self) -> bool:
+        """The path has no parameter."""
+        return not self.parameters
 
 
 class Api:
@@ -179,6 +187,9 @@ class Dispatcher:
             await self.app(scope, receive, send)
             return
         matches = [(op, match) for op in self.operations if (match := op.pattern.fullmatch(path))]
+        # A path spelled out (/contacts/exports) is not a value of a parameter (/contacts/{id}).
+        if any(operation.static for operation, _ in matches):
+            matches = [(op, match) for op, match in matches if op.static]
         if not matches:
             await self.app(scope, receive, send)
             return

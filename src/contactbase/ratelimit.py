@@ -118,7 +118,7 @@ class RedisCounters:
     One connection per process, driven by one sender task: the counts asked for while it is
     busy go to Redis together in its next write, and their replies are read in order
     (pipelining). Against redis-py's per-command path (pool, packing, a timeout per read) this
-    costs a fraction of the CPU per request: 11 µs instead of 74 under 16 concurrent callers.
+    costs a fraction of the CPU per request (docs/performance.md).
     """
 
     def __init__(self, url: str) -> None:

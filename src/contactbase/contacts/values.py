@@ -14,7 +14,7 @@ NON_DIGITS = re.compile(r"[^0-9]")
 # The everyday shape of an address, which email-validator always accepts (tests hold this):
 # a dot-atom local part of at most 64 ASCII characters, and a domain of letter-digit labels
 # joined by single hyphens, under an alphabetic top-level label. email-validator judges the
-# rest; it costs about 100 µs an address, a sixth of a create's CPU for two of them.
+# rest, at a cost per address that is a large share of a create's CPU (docs/performance.md).
 PLAIN_EMAIL = re.compile(
     r"(?P<local>[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,64}(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?P<domain>(?:[A-Za-z0-9]{1,63}(?:-[A-Za-z0-9]{1,62})*\.)+[A-Za-z]{2,63})"
