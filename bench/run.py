@@ -17,11 +17,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from contactbase.contacts.writes import NEW_CONTACT
 from sqlalchemy import text
 from sqlalchemy.dialects import postgresql
 
 from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
+from contactbase.contacts.writes import NEW_CONTACT
 from contactbase.db import Database
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
