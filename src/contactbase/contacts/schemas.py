@@ -82,7 +82,7 @@ class ContactUpdate(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         strict=True,
-        json_schema_extra={"examples": [{"names": ["John Doe"], "phones": []}]},
+        json_schema_extra={"examples": [{"names": ["John Doe"], "phones": []}], "minProperties": 1},
     )
 
     emails: list[Email] = Field(
