@@ -24,17 +24,15 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
+from procs import cpu_seconds, wait_until_healthy, workers_of
 
 BENCH = Path(__file__).resolve().parent
-TICKS = os.sysconf("SC_CLK_TCK")
 SCENARIOS = ("create", "get")
 SEEDED = 10_000
 CHECK = (
@@ -65,21 +63,6 @@ class Target:
     url: str
     workers: int
     redis_url: str | None
-
-
-def workers_of(pid: int) -> list[int]:
-    """The server's worker processes: its children, or itself when it runs one worker."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    found = [int(child) for child in path.read_text().split()] if path.exists() else []
-    return found or [pid]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
 
 
 async def prepare(url: str) -> tuple[str, int, int]:
@@ -148,16 +131,8 @@ def start_server(
     command += ["--port", str(port), "--workers", str(target.workers)]
     command += ["--log-level", "warning", "--no-access-log"]
     server = subprocess.Popen(command, env=server_env(variant, target, workdir), cwd=workdir)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                time.sleep(1)  # let every worker finish starting
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError(f"the {variant.label} server did not start")
+    wait_until_healthy(server, port)
+    return server
 
 
 def scenario(

@@ -6,10 +6,9 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from procs import wait_until_healthy
 
 from contactbase.db import Database
 from contactbase.ratelimit import ENDPOINTS
@@ -82,16 +81,8 @@ def start_server(
         ],
         env=env,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                time.sleep(1)  # let every worker finish starting
-                return server
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    server.kill()
-    raise RuntimeError("the server did not start")
+    wait_until_healthy(server, port)
+    return server
 
 
 def wrk(

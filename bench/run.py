@@ -9,7 +9,6 @@ table and writes bench/results/latest.json. `--quick`: create and get only.
 import argparse
 import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -37,8 +36,7 @@ from harness import (
     start_server,
     wrk,
 )
-
-TICKS = os.sysconf("SC_CLK_TCK")
+from procs import cpu_seconds, peak_rss_mb, workers_of
 
 
 async def seed(count: int) -> tuple[int, int]:
@@ -181,30 +179,6 @@ def pgbench(script: Path, connections: int, seconds: int) -> float:
     if match is None:
         raise RuntimeError(output)
     return float(match.group(1))
-
-
-def workers_of(pid: int) -> list[int]:
-    """The server's worker processes: its children, or itself when it runs one worker."""
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    found = [int(child) for child in path.read_text().split()] if path.exists() else []
-    return found or [pid]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / TICKS
-
-
-def peak_rss_mb(pids: list[int]) -> float:
-    peaks = []
-    for pid in pids:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                peaks.append(int(line.split()[1]) / 1024)
-    return max(peaks)
 
 
 def scenario(
