@@ -40,9 +40,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def make_key() -> str:
+async def make_key(url: str = DATABASE_URL) -> str:
     """A key of a new Space named "bench", whose limits are raised out of the way."""
-    db = Database(DATABASE_URL, pool_size=1)
+    db = Database(url, pool_size=1)
     async with db.writer() as session, session.begin():
         space = await service.create_space(session, "bench")
         for endpoint in ENDPOINTS:
@@ -53,12 +53,12 @@ async def make_key() -> str:
 
 
 def start_server(
-    port: int, workers: int = 1, redis_url: str | None = None
+    port: int, workers: int = 1, redis_url: str | None = None, database_url: str = DATABASE_URL
 ) -> "subprocess.Popen[bytes]":
     """contactbase on PostgreSQL, answering when this returns."""
     env = {
         **os.environ,
-        "CONTACTBASE_DATABASE_URL": DATABASE_URL,
+        "CONTACTBASE_DATABASE_URL": database_url,
         "CONTACTBASE_EXPORT_POLL_SECONDS": "5",
     }
     env.pop("CONTACTBASE_REDIS_URL", None)

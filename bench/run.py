@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,9 @@ from harness import (
 from procs import cpu_seconds, peak_rss_mb, workers_of
 
 
-async def seed(count: int) -> tuple[int, int]:
+async def seed(count: int, url: str = DATABASE_URL) -> tuple[int, int]:
     """Bring the bench Space to `count` contacts with bulk SQL; the first and last seeded ids."""
-    db = Database(DATABASE_URL, pool_size=1)
+    db = Database(url, pool_size=1)
     async with db.writer() as session, session.begin():
         space_id, have, last = (
             await session.execute(
@@ -236,9 +237,13 @@ def main() -> None:
     results: dict[str, Any] = {"workers": args.workers, "connections": args.connections}
     tag = uuid.uuid4().hex[:8]
     seeded = ["10000", str(first), str(last)]
-    plan = [("create", "create at 10,000 contacts"), ("get", "get by id")]
+    plan = [
+        ("create", "create at 10,000 contacts"),
+        ("get", "get by id"),
+        ("resend", "re-send of a known contact, nothing new"),
+    ]
     if not args.quick:
-        plan += [("merge", "create that merges"), ("list", "list pages of 200")]
+        plan += [("merge", "create that merges, adding a phone"), ("list", "list pages of 200")]
     server = start_server(port, args.workers, REDIS_URL)
     try:
         workers = workers_of(server.pid)
@@ -261,6 +266,8 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(20)
+    print("bench: cold start (a fresh database, no statistics) ...", flush=True)
+    results.update(cold_start(wrk_path, port, args.workers, args.connections, tag))
     space_id = asyncio.run(space_of_bench())
     ceiling_scripts(key, space_id, first, last, directory)
     print("bench: ceilings (pgbench, same SQL, same connections) ...", flush=True)
@@ -288,6 +295,62 @@ def main() -> None:
     print_table(summary)
 
 
+COLD_URL = DATABASE_URL + "_cold"
+
+
+def index_tuples_read() -> int:
+    """Index tuples read so far in the cold database (PostgreSQL's statistics, which a backend
+    flushes within a second of its last transaction)."""
+
+    async def read() -> int:
+        db = Database(COLD_URL, pool_size=1)
+        async with db.reader() as session:
+            query = text("SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes")
+            value = int(await session.scalar(query) or 0)
+        await db.dispose()
+        return value
+
+    time.sleep(1.5)
+    return asyncio.run(read())
+
+
+def cold_start(
+    wrk_path: str, port: int, workers: int, connections: int, tag: str
+) -> dict[str, Any]:
+    """Creates on a freshly migrated database (no seeding, no ANALYZE, autovacuum as the server
+    has it) for 20 s in three runs, 5 + 10 + 5 s, reading the index tuples read per create in
+    the first and the last; then, on the same server, the warm figure: after seeding 10,000
+    contacts and ANALYZE."""
+    fresh_database(COLD_URL)
+    key = asyncio.run(make_key(COLD_URL))
+    server = start_server(port, workers, REDIS_URL, COLD_URL)
+    args = ["create", key, tag + "c", "0", "0", "0"]
+    try:
+        pids = workers_of(server.pid)
+        before_cpu, runs, per_create = cpu_seconds(pids), [], []
+        for index, seconds in enumerate((5, 10, 5)):
+            tuples = index_tuples_read()
+            figures = wrk(
+                wrk_path, port, [*args[:2], f"{tag}c{index}", *args[3:]], seconds, connections
+            )
+            runs.append(figures)
+            per_create.append((index_tuples_read() - tuples) / figures["requests"])
+        requests = sum(figures["requests"] for figures in runs)
+        cold_rps = requests / sum(figures["duration_us"] for figures in runs) * 1e6
+        cold_cpu = (cpu_seconds(pids) - before_cpu) / requests * 1000
+        asyncio.run(seed(10_000, COLD_URL))
+        warm = scenario(wrk_path, port, pids, [*args[:2], tag + "cw", *args[3:]], 10, connections)
+    finally:
+        server.terminate()
+        server.wait(20)
+    return {
+        "cold_create_rps": round(cold_rps, 1),
+        "cold_create_cpu_s_per_1000": round(cold_cpu, 3),
+        "cold_index_tuples_per_create": [round(value, 1) for value in per_create],
+        "cold_warm_create": warm,
+    }
+
+
 async def space_of_bench() -> int:
     db = Database(DATABASE_URL, pool_size=1)
     async with db.reader() as session:
@@ -307,6 +370,14 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     summary["rss_mb_per_worker"] = max(
         value["rss_mb_per_worker"] for value in results.values() if isinstance(value, dict)
     )
+    summary["noop_merge_ratio"] = round(results["resend"]["rps"] / results["create"]["rps"], 3)
+    if "merge" in results:
+        summary["merge_ratio"] = round(results["merge"]["rps"] / results["create"]["rps"], 3)
+    first, *_middle, last = results["cold_index_tuples_per_create"]
+    summary["cold_create_ratio"] = round(
+        results["cold_create_rps"] / results["cold_warm_create"]["rps"], 3
+    )
+    summary["cold_index_growth"] = round(last / first, 3) if first else None
     if "create_at_1m" in results:
         summary["create_ratio_at_1m_vs_10k"] = round(
             results["create_at_1m"]["rps"] / results["create"]["rps"], 3
@@ -327,6 +398,13 @@ def print_table(summary: dict[str, Any]) -> None:
                 f"{figures['cpu_s_per_1000']:>10.2f}{figures['rss_mb_per_worker']:>8.1f}"
             )
     for name in (
+        "noop_merge_ratio",
+        "merge_ratio",
+        "cold_create_rps",
+        "cold_create_cpu_s_per_1000",
+        "cold_create_ratio",
+        "cold_index_tuples_per_create",
+        "cold_index_growth",
         "create_ceiling_tps",
         "create_ratio",
         "get_ceiling_tps",

@@ -2,6 +2,7 @@
 -- [PAUSE_MS]: each connection waits about that long between requests (a paced, lighter load).
 --   create: a seed-shaped contact (2 emails, phones, names, locations) with unique emails
 --   merge:  one of the SEEDED emails (seed1..seedN@example.com), so it merges, with a new phone
+--   resend: one of the SEEDED emails and nothing else: a merge that brings nothing new
 --   get:    a random contact id between FIRST_ID and LAST_ID
 --   list:   the first page of 200
 local mode, key, tag, seeded, first, last, pause
@@ -41,6 +42,8 @@ function request()
     return post(string.format(
       '{"emails":["seed%d@example.com"],"phones":["+%d %07d"],"names":["Seed"]}',
       math.random(1, seeded), 10 + thread_id, counter % 10000000))
+  elseif mode == "resend" then
+    return post(string.format('{"emails":["seed%d@example.com"]}', math.random(1, seeded)))
   elseif mode == "get" then
     return wrk.format("GET", "/public-api/v1/contacts/" .. math.random(first, last),
       {["Authorization"] = "Bearer " .. key})

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,7 +31,16 @@ class Contact(Base):
             ["contacts.space_id", "contacts.id"],
             name="fk_contacts_alias",
         ),
-        Index("ix_contacts_space_id_created_at", "space_id", "created_at"),
+        # The list's and exports' window, over live contacts only: as a partial index it cannot
+        # serve `space_id = ? AND id = ?`, so the foreign keys' checks use the unique index
+        # above even before the planner has statistics (a fresh database).
+        Index(
+            "ix_contacts_live_created_at",
+            "space_id",
+            "created_at",
+            postgresql_where=text("merged_into_id IS NULL"),
+            sqlite_where=text("merged_into_id IS NULL"),
+        ),
         {"sqlite_autoincrement": True},  # ids are never reused, so cursors stay meaningful
     )
 

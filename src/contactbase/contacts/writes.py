@@ -44,6 +44,7 @@ from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
 from contactbase.contacts.reads import (
     CONTACT_COLUMNS,
+    CONTACT_VALUES,
     ContactRow,
     contact_row,
     resolve,
@@ -111,26 +112,85 @@ async def create_contact(
 ) -> tuple[ContactDetail, bool]:
     """Create a contact, or merge the request into the contacts owning its emails (with
     `merge=False`, refuse with 409 instead). Returns the contact and whether it was created.
-    `lease` is the request's connection: the one-statement insert runs on it; a merge
-    gives it back and takes the writer."""
+
+    `lease` is the request's connection. On it: on PostgreSQL the one-statement insert, which
+    also names the emails' owners when it inserts nothing; on SQLite the owners' look-up. A
+    request that brings nothing its one owner lacks is answered from there, unlocked and
+    unwritten (`_unchanged`); any other gives the lease back and merges on the writer."""
     incoming = Incoming.of(payload)
-    if not lease.db.is_sqlite:
-        new = await _insert_if_new(lease, space_id, incoming)
-        if new is not None:
-            return new, True
+    if lease.db.is_sqlite:
+        connection = await lease.connect()
+        assert isinstance(connection, AsyncSession)
+        owners = await _owner_ids(connection, space_id, incoming.values["emails"])
+    else:
+        created, owners = await _insert_if_new(lease, space_id, incoming)
+        if created is not None:
+            return created, True
+    if owners and not merge:
+        raise _conflict(owners)
+    if len(owners) == 1:
+        unchanged = await _unchanged(lease, space_id, owners[0], incoming)
+        if unchanged is not None:
+            return unchanged, False
+    return await _on_writer(lease, space_id, incoming, merge)
 
-    async def write(session: AsyncSession) -> tuple[ContactDetail, bool]:
-        owners = await _email_owners(session, space_id, incoming.values["emails"])
-        if not owners:
-            return await _insert_contact(session, space_id, incoming), True
-        if not merge:
-            existing = min(owners.values())
-            raise Conflict(
-                f"A contact with one of these emails already exists (id {existing}).", existing
-            )
-        return await _merge(session, space_id, sorted(set(owners.values())), incoming), False
 
-    return await _attempts(lease, write)
+async def resolve_on_writer(
+    lease: Lease, space_id: int, payload: ContactCreate, *, merge: bool = True
+) -> tuple[ContactDetail, bool]:
+    """The reference path of a create: resolve and write it on the writer, in a transaction,
+    without the shortcuts of `create_contact` (tests hold those to it)."""
+    return await _on_writer(lease, space_id, Incoming.of(payload), merge)
+
+
+async def _on_writer(
+    lease: Lease, space_id: int, incoming: Incoming, merge: bool
+) -> tuple[ContactDetail, bool]:
+    return await _attempts(lease, lambda session: _resolve(session, space_id, incoming, merge))
+
+
+async def _resolve(
+    session: AsyncSession, space_id: int, incoming: Incoming, merge: bool
+) -> tuple[ContactDetail, bool]:
+    """In the writer's transaction: create the contact, or merge it into the owners of its
+    emails (whoever they are by now)."""
+    owners = await _owner_ids(session, space_id, incoming.values["emails"])
+    if not owners:
+        return await _insert_contact(session, space_id, incoming), True
+    if not merge:
+        raise _conflict(owners)
+    return await _merge(session, space_id, owners, incoming), False
+
+
+def _conflict(owners: list[int]) -> Conflict:
+    existing = min(owners)
+    return Conflict(f"A contact with one of these emails already exists (id {existing}).", existing)
+
+
+async def _unchanged(
+    lease: Lease, space_id: int, owner: int, incoming: Incoming
+) -> ContactDetail | None:
+    """The owner as it stands, when the request brings nothing it lacks: every value is held
+    already (by normal form) and every slot sent has the value sent. Then a merge would write
+    nothing, and none is made. None otherwise, or when the owner changed under the reads:
+    merged away (no row, or no values left) or no longer holding every email sent. Each read
+    is a statement of its own, so the answer is the contact as the values read show it, with
+    every email of the request among them: a state the contact was in."""
+    connection = await lease.connect()
+    row = await contact_row(connection, space_id, owner)
+    if row is None or row.merged_into_id is not None:
+        return None
+    if any(row.slots[slot] != value for slot, value in incoming.slots.items()):
+        return None
+    held: dict[str, set[str]] = {kind: set() for kind in KINDS}
+    shown: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for value in await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": owner}):
+        held[value.kind].add(value.normalised)
+        shown[value.kind].append(value.value)
+    for kind, rows in incoming.values.items():
+        if any(normalised not in held[kind] for _, normalised in rows):
+            return None
+    return ContactDetail.of(row.id, shown, row.slots, row.created_at, row.updated_at)
 
 
 async def update_contact(
@@ -190,7 +250,8 @@ async def _attempts(lease: Lease, write: Callable[[AsyncSession], Awaitable[T]])
 
 
 class NewContact(NamedTuple):
-    id: int
+    created: int | None  # the new contact's id; None when an email is known
+    owners: list[int] | None  # then the contacts owning the known emails
 
 
 def _new_contact_statement() -> Any:
@@ -239,15 +300,21 @@ def _new_contact_statement() -> Any:
             )
             .cte(kind)
         )
-    return select(new_contact.c.id).add_cte(*value_inserts)
+    return select(
+        select(new_contact.c.id).scalar_subquery(),
+        select(func.array_agg(owners.c.contact_id)).scalar_subquery(),
+    ).add_cte(*value_inserts)
 
 
 NEW_CONTACT = Prepared(_new_contact_statement(), NewContact)
 
 
-async def _insert_if_new(lease: Lease, space_id: int, incoming: Incoming) -> ContactDetail | None:
-    """The new contact, written by NEW_CONTACT; None when an email is known, or became known
-    while the statement ran (nothing is written then)."""
+async def _insert_if_new(
+    lease: Lease, space_id: int, incoming: Incoming
+) -> tuple[ContactDetail | None, list[int]]:
+    """The new contact, written by NEW_CONTACT; when an email is known, nothing is written and
+    the owners of the known emails come back instead. A concurrent create that takes an email
+    while the statement runs leaves neither: (None, [])."""
     now = utcnow()
     values = incoming.shown()
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
@@ -260,10 +327,11 @@ async def _insert_if_new(lease: Lease, space_id: int, incoming: Incoming) -> Con
     try:
         row = await NEW_CONTACT.row(await lease.connect(), params)
     except asyncpg.UniqueViolationError:
-        return None  # a concurrent create took an email first
-    if row is None:
-        return None
-    return ContactDetail.of(row.id, values, incoming.slots, now, now)
+        return None, []  # a concurrent create took an email first
+    assert row is not None
+    if row.created is None:
+        return None, sorted(set(row.owners or ()))
+    return ContactDetail.of(row.created, values, incoming.slots, now, now), []
 
 
 async def _email_owners(
@@ -277,6 +345,11 @@ async def _email_owners(
         )
     )
     return {normalised: contact_id for normalised, contact_id in rows}
+
+
+async def _owner_ids(session: AsyncSession, space_id: int, emails: list[Value]) -> list[int]:
+    """The contacts that own any of these emails, by id."""
+    return sorted(set((await _email_owners(session, space_id, emails)).values()))
 
 
 def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
@@ -343,9 +416,7 @@ async def _merge(
     # given one of the emails to another contact: then resolve again.
     if len(locked) != len(ids) or any(row.merged_into_id is not None for row in locked):
         raise _Raced()
-    if set((await _email_owners(session, space_id, incoming.values["emails"])).values()) != set(
-        ids
-    ):
+    if await _owner_ids(session, space_id, incoming.values["emails"]) != ids:
         raise _Raced()
 
     survivor, losers = ids[0], ids[1:]
