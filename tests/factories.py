@@ -1,14 +1,18 @@
 """Small typed factories for test data, made through the same services the CLI uses."""
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from sqlalchemy import text
 
 from contactbase.db import Database
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.spaces import service
 from contactbase.spaces.service import PERMISSIONS
+from contactbase.state import state_of
 
 CONTACTS = "/public-api/v1/contacts"
 SEED = {
@@ -92,3 +96,25 @@ def answered(response: httpx.Response) -> Any:
         assert body.pop("request_id") == response.headers["x-request-id"]
         assert body.pop("code") in ERROR_CODES[response.status_code], response.text
     return body
+
+
+async def until_waiting_on_a_lock(app: FastAPI, db: Database) -> None:
+    """Return once a request of `app` waits on a lock that the test holds, so that a race the
+    test stages certainly happens: on PostgreSQL a backend waiting for a lock; on SQLite the
+    app's single writer connection taken (the request is then in BEGIN IMMEDIATE, behind the
+    test's transaction). Fails after 10 seconds."""
+    writer_pool = state_of(app).db.writer_engine.sync_engine.pool
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    )
+    for _ in range(1000):
+        if db.is_sqlite:
+            if writer_pool.checkedout() > 0:  # type: ignore[attr-defined]
+                return
+        else:
+            async with db.reader() as session:
+                if await session.scalar(waiting):
+                    return
+        await asyncio.sleep(0.01)
+    raise AssertionError("no request came to wait on the lock within 10 seconds")

@@ -3,10 +3,18 @@
 import asyncio
 
 import httpx
+from fastapi import FastAPI
 
 from contactbase.contacts.models import VALUE_TABLES, Contact
 from contactbase.db import Database, utcnow
-from tests.factories import CONTACTS, bearer, make_key, make_space, make_tenant
+from tests.factories import (
+    CONTACTS,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+    until_waiting_on_a_lock,
+)
 
 
 async def test_parallel_creates_of_one_new_email_end_as_one_contact(
@@ -68,7 +76,7 @@ async def test_overlapping_chain_merges_leave_one_contact(
 
 
 async def test_a_create_that_waits_on_an_uncommitted_owner_merges_into_it(
-    client: httpx.AsyncClient, db: Database
+    app: FastAPI, client: httpx.AsyncClient, db: Database
 ) -> None:
     """The create meets the email's unique index held by a transaction not yet committed: it
     waits, and once that commits, it merges instead of writing any of its own rows."""
@@ -87,8 +95,8 @@ async def test_a_create_that_waits_on_an_uncommitted_owner_merges_into_it(
         await session.flush()
         sent = {"emails": ["other@example.com", "held@example.com"], "names": ["Second"]}
         racing = asyncio.create_task(client.post(CONTACTS, json=sent, headers=auth))
-        await asyncio.sleep(0.5)
-        assert not racing.done()  # waiting on the index (or, on SQLite, the write lock)
+        await until_waiting_on_a_lock(app, db)  # on the index (or, on SQLite, the write lock)
+        assert not racing.done()
     response = await racing
     assert response.status_code == 200, response.text
     merged = response.json()

@@ -9,12 +9,21 @@ from typing import Any
 
 import httpx
 import pytest
+from fastapi import FastAPI
 from sqlalchemy import text
 
 from contactbase.contacts import writes
 from contactbase.contacts.schemas import ContactCreate
 from contactbase.db import Database, Lease
-from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space
+from tests.factories import (
+    CONTACTS,
+    SEED,
+    add_contact,
+    bearer,
+    make_key,
+    make_space,
+    until_waiting_on_a_lock,
+)
 
 TABLES = ("contacts", "contact_emails", "contact_phones", "contact_names", "contact_locations")
 WITH_SLOTS = {
@@ -80,7 +89,7 @@ async def test_a_resend_with_nothing_new_answers_the_contact_and_writes_nothing(
 
 
 async def test_a_resend_with_nothing_new_takes_no_lock(
-    client: httpx.AsyncClient, db: Database, is_postgres: bool
+    app: FastAPI, client: httpx.AsyncClient, db: Database, is_postgres: bool
 ) -> None:
     """While another transaction holds what a merge would wait for (the contact's row on
     PostgreSQL, the single writer on SQLite), a re-send with nothing new is answered at once;
@@ -96,8 +105,8 @@ async def test_a_resend_with_nothing_new_takes_no_lock(
         assert resent.json() == created
         new_name = {"emails": SEED["emails"], "names": ["Jo"]}
         merging = asyncio.create_task(client.post(CONTACTS, json=new_name, headers=auth))
-        done, _ = await asyncio.wait([merging], timeout=0.5)
-        assert not done  # waiting on the lock this test holds
+        await until_waiting_on_a_lock(app, db)
+        assert not merging.done()
     assert (await merging).json()["names"] == [*SEED["names"], "Jo"]
 
 

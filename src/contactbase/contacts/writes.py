@@ -254,6 +254,34 @@ class NewContact(NamedTuple):
     owners: list[int] | None  # then the contacts owning the known emails
 
 
+def _owner_lookups(space_id: Any, emails: Any) -> Any:
+    """PostgreSQL: each email's owner (or NULL), one look-up of the unique (space_id,
+    normalised) index per email. Not `normalised = ANY(:emails)`: prepared statements get a
+    generic plan, and without statistics (a fresh database) the planner's generic plan for
+    that reads every email of the Space; an equality on both columns of a unique index is
+    planned as one row whatever the statistics."""
+    sent = func.unnest(emails).table_valued("normalised").render_derived(name="sent")
+    owner = (
+        select(ContactEmail.contact_id)
+        .where(ContactEmail.space_id == space_id, ContactEmail.normalised == sent.c.normalised)
+        .scalar_subquery()
+    )
+    return select(sent.c.normalised, owner.label("contact_id")).select_from(sent)
+
+
+# PostgreSQL's and SQLite's look-up of the emails' owners (SQLite has no arrays; its planner
+# makes no generic plans).
+OWNERS = {
+    False: _owner_lookups(
+        bindparam("space_id", type_=BigInteger), bindparam("emails", type_=ARRAY(Text))
+    ),
+    True: select(ContactEmail.normalised, ContactEmail.contact_id).where(
+        ContactEmail.space_id == bindparam("space_id"),
+        ContactEmail.normalised.in_(bindparam("emails", expanding=True)),
+    ),
+}
+
+
 def _new_contact_statement() -> Any:
     """PostgreSQL: the contact and its values in one statement, inserted only when none of
     the emails is known in the Space. Value rows go in by normal form, so that concurrent
@@ -262,11 +290,8 @@ def _new_contact_statement() -> Any:
     space_id = bindparam("space_id", type_=BigInteger)
     now = bindparam("now", type_=DateTime())
     emails = bindparam("emails_normalised", type_=ARRAY(Text))
-    owners = (
-        select(ContactEmail.contact_id)
-        .where(ContactEmail.space_id == space_id, ContactEmail.normalised == func.any(emails))
-        .cte("owners")
-    )
+    lookups = _owner_lookups(space_id, emails).subquery("lookups")
+    owners = select(lookups.c.contact_id).where(lookups.c.contact_id.is_not(None)).cte("owners")
     columns: dict[str, Any] = {"space_id": space_id, "created_at": now, "updated_at": now}
     for column in PRIMARY_COLUMN.values():
         columns[column] = bindparam(column, type_=Text)
@@ -338,13 +363,11 @@ async def _email_owners(
     session: AsyncSession, space_id: int, emails: list[Value]
 ) -> dict[str, int]:
     """Which contact owns each of these emails (by normal form), for those that are known."""
-    rows = await (await session.connection()).execute(
-        select(ContactEmail.normalised, ContactEmail.contact_id).where(
-            ContactEmail.space_id == space_id,
-            ContactEmail.normalised.in_([normalised for _, normalised in emails]),
-        )
-    )
-    return {normalised: contact_id for normalised, contact_id in rows}
+    connection = await session.connection()
+    query = OWNERS[connection.dialect.name == "sqlite"]
+    sent = [normalised for _, normalised in emails]
+    rows = await connection.execute(query, {"space_id": space_id, "emails": sent})
+    return {normalised: owner for normalised, owner in rows if owner is not None}
 
 
 async def _owner_ids(session: AsyncSession, space_id: int, emails: list[Value]) -> list[int]:
