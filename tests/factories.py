@@ -5,13 +5,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from sqlalchemy import text
 
-from contactbase.db import Database
+from contactbase.db import Database, Lease
 from contactbase.ratelimit import ENDPOINTS
-from contactbase.spaces import service
-from contactbase.spaces.service import PERMISSIONS
+from contactbase.spaces import access, service
+from contactbase.spaces.service import PERMISSIONS, Caller
 from contactbase.state import state_of
 
 CONTACTS = "/public-api/v1/contacts"
@@ -118,3 +118,13 @@ async def until_waiting_on_a_lock(app: FastAPI, db: Database) -> None:
                     return
         await asyncio.sleep(0.01)
     raise AssertionError("no request came to wait on the lock within 10 seconds")
+
+
+async def authorised(request: Request) -> Caller:
+    """For a test's own route: the caller, authorised as the public API's GET is."""
+    state = state_of(request)
+    lease = Lease(state.db)
+    try:
+        return await access.authorise(state, request, lease, access.GET)
+    finally:
+        await lease.release()

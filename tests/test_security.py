@@ -24,15 +24,15 @@ from typer.testing import CliRunner
 
 from contactbase.app import close, create_app
 from contactbase.cli import app as cli_app
-from contactbase.db import Database, transaction
+from contactbase.db import Database
 from contactbase.settings import Settings
-from contactbase.spaces import access
 from contactbase.state import state_of
 from tests.factories import (
     CONTACTS,
     SEED,
     add_contact,
     answered,
+    authorised,
     bearer,
     make_key,
     make_space,
@@ -291,8 +291,7 @@ async def test_keys_never_reach_the_logs(
 
     @app.get("/boom")
     async def boom(request: Request) -> None:
-        async with transaction(state_of(request).db, write=False) as session:
-            caller = await access.authorise(state_of(request), request, session, access.GET)
+        caller = await authorised(request)
         raise RuntimeError(f"failed for Space {caller.space_id}")
 
     auth, wrong = bearer(key), bearer(secrets_of(key)[2])

@@ -16,9 +16,17 @@ from starlette.types import Message
 from contactbase.app import close, create_app
 from contactbase.db import Database, transaction
 from contactbase.settings import Settings
-from contactbase.spaces import access
 from contactbase.state import state_of
-from tests.factories import CONTACTS, SEED, answered, bearer, make_key, make_space, make_tenant
+from tests.factories import (
+    CONTACTS,
+    SEED,
+    answered,
+    authorised,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+)
 
 Auth = dict[str, str]
 EXPORTS = f"{CONTACTS}/exports"
@@ -359,14 +367,13 @@ async def failing(settings: Settings, db: Database) -> AsyncIterator[httpx.Async
 
     @app.get("/boom")
     async def boom(request: Request) -> None:
-        async with transaction(state_of(request).db, write=False) as session:
-            await access.authorise(state_of(request), request, session, access.GET)
+        await authorised(request)
         raise RuntimeError("/srv/contactbase/secret.py line 12: token=hunter2")
 
     @app.get("/boom-sql")
     async def boom_sql(request: Request) -> None:
-        async with transaction(state_of(request).db, write=False) as session:
-            await access.authorise(state_of(request), request, session, access.GET)
+        await authorised(request)
+        async with transaction(state_of(request).db, write=True) as session:
             await session.execute(text("INSERT INTO spaces (name) VALUES ('hunter2')"))
 
     async for http in serve(app):

@@ -85,6 +85,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs",
         swagger_ui_oauth2_redirect_url=None,  # no OAuth2 here: a page without a use
+        # FastAPI's own OpenTelemetry spans and metrics: without a provider configured they
+        # record nothing, at a cost on every request; the public API's requests never reach
+        # FastAPI's routing anyway. /metrics is the service's instrument.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
         openapi_url="/openapi.json",
     )

@@ -213,8 +213,7 @@ class Dispatcher:
         try:
             caller = None
             if operation.access is not None:
-                connection = await lease.connect()
-                caller = await authorise(state, request, connection, operation.access)
+                caller = await authorise(state, request, lease, operation.access)
             query = parse_query(operation.query, request)
             body = None
             if operation.body is not None:

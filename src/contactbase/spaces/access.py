@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from contactbase.db import Connection
-from contactbase.errors import PermissionMissing, TooManyRequests
+from contactbase.db import Lease
+from contactbase.errors import PermissionMissing, TooManyRequests, Unauthenticated
 from contactbase.ratelimit import DEFAULT_LIMITS
-from contactbase.spaces.service import Caller, authenticate
+from contactbase.spaces.service import Caller, authenticate, plausible_key
 from contactbase.state import AppState
 
 
@@ -40,12 +40,14 @@ def bearer_key(request: Request) -> str | None:
     return key if key and scheme.lower() == "bearer" else None
 
 
-async def authorise(
-    state: AppState, request: Request, connection: Connection, access: Access
-) -> Caller:
+async def authorise(state: AppState, request: Request, lease: Lease, access: Access) -> Caller:
     """Authenticate the key, require the permission, and count the request against the
-    Space's limit for the endpoint; 401, 403 or 429 otherwise."""
-    caller = await authenticate(connection, bearer_key(request))
+    Space's limit for the endpoint; 401, 403 or 429 otherwise. A key of the wrong shape is
+    refused before any connection is taken."""
+    key = bearer_key(request)
+    if not plausible_key(key):
+        raise Unauthenticated()
+    caller = await authenticate(await lease.connect(), key)
     if access.permission not in caller.permissions:
         raise PermissionMissing(access.permission)
     endpoint = access.endpoint

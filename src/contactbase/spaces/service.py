@@ -172,10 +172,16 @@ KEY_LOOKUP = Prepared(
 )
 
 
+def plausible_key(raw_key: str | None) -> bool:
+    """The shape of a key: anything far from it is refused unread."""
+    return raw_key is not None and raw_key.startswith(KEY_PREFIX) and len(raw_key) in KEY_LENGTHS
+
+
 async def authenticate(connection: Connection, raw_key: str | None) -> Caller:
     """The caller behind a bearer key; 401 for unknown or revoked keys, 403 for a lapsed Space."""
-    if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) not in KEY_LENGTHS:
+    if not plausible_key(raw_key):
         raise Unauthenticated()
+    assert raw_key is not None
     row = await KEY_LOOKUP.row(connection, {"key_hash": hash_key(raw_key)})
     if row is None:
         raise Unauthenticated()
