@@ -55,7 +55,8 @@ async def make_key(url: str = DATABASE_URL) -> str:
 def start_server(
     port: int, workers: int = 1, redis_url: str | None = None, database_url: str = DATABASE_URL
 ) -> "subprocess.Popen[bytes]":
-    """contactbase on PostgreSQL, answering when this returns."""
+    """contactbase as users run it (`contactbase serve`, settings at their defaults, the access
+    log on, written to bench/results/server.log), answering when this returns."""
     env = {
         **os.environ,
         "CONTACTBASE_DATABASE_URL": database_url,
@@ -64,23 +65,12 @@ def start_server(
     env.pop("CONTACTBASE_REDIS_URL", None)
     if redis_url:
         env["CONTACTBASE_REDIS_URL"] = redis_url
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "contactbase.app:create_app",
-            "--factory",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        env=env,
-    )
+    log = ROOT / "bench" / "results" / "server.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = [str(Path(sys.executable).parent / "contactbase"), "serve", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--workers", str(workers)]
+    with log.open("ab") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     wait_until_healthy(server, port)
     return server
 

@@ -1,9 +1,13 @@
 """`make bench`: contactbase on PostgreSQL under wrk, beside pgbench running the same SQL.
 
-Starts contactbase (PostgreSQL, Redis limiter, WORKERS workers) with a Space whose limits are
-out of the way, drives each scenario with wrk, and measures the ceiling for create and get with
-pgbench running exactly the statements those requests run, over as many connections. Prints a
-table and writes bench/results/latest.json. `--quick`: create and get only.
+Serves contactbase as users run it (`contactbase serve --workers WORKERS` with the Redis
+limiter, every other setting at its default, the access log on), a fresh server for each
+scenario, for a Space whose limits are out of the way and whose contacts are shaped like real
+ones; drives each scenario with wrk and reads the workers' CPU time. The ceiling of create and
+get is pgbench running the very statements those requests run, prepared as the app prepares
+them, over as many connections as the app holds; a ratio above 1 fails the run. A cold start
+runs on a freshly migrated database. Prints a table and writes bench/results/latest.json.
+`--quick`: create, get, re-send and the cold start.
 """
 
 import argparse
@@ -14,15 +18,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import text
-from sqlalchemy.dialects import postgresql
 
 from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
 from contactbase.contacts.writes import NEW_CONTACT
 from contactbase.db import Database
+from contactbase.settings import Settings
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,38 +45,60 @@ from harness import (
 )
 from procs import cpu_seconds, peak_rss_mb, workers_of
 
+VALUE_ROWS = {
+    # table: (value, normalised) of the two rows of seeded contact g, as SQL over g
+    "contact_emails": [
+        ("'seed' || g || '@example.com'", "'seed' || g || '@example.com'"),
+        ("'seed' || g || '@example.org'", "'seed' || g || '@example.org'"),
+    ],
+    "contact_phones": [
+        ("'+1 555 ' || lpad(g::text, 7, '0')", "'1555' || lpad(g::text, 7, '0')"),
+        ("'+44 20 ' || lpad(g::text, 8, '0')", "'4420' || lpad(g::text, 8, '0')"),
+    ],
+    "contact_names": [("'Seed ' || g", "'Seed ' || g"), ("'S. ' || g", "'S. ' || g")],
+    "contact_locations": [("'City ' || g % 5000", "'City ' || g % 5000"), ("'Earth'", "'Earth'")],
+}
+
 
 async def seed(count: int, url: str = DATABASE_URL) -> tuple[int, int]:
-    """Bring the bench Space to `count` contacts with bulk SQL; the first and last seeded ids."""
+    """Bring the bench Space to `count` contacts shaped like real ones (2 emails, 2 phones, 2
+    names, 2 locations, the first of each the primary) with bulk SQL, then ANALYZE; returns the
+    first and last seeded ids. Contact g holds seed{g}@example.com."""
     db = Database(url, pool_size=1)
     async with db.writer() as session, session.begin():
-        space_id, have, last = (
+        space_id, have = (
             await session.execute(
                 text(
-                    "SELECT s.id, count(c.id), coalesce(max(c.id), 0) FROM spaces s "
+                    "SELECT s.id, count(c.id) FROM spaces s "
                     "LEFT JOIN contacts c ON c.space_id = s.id WHERE s.name = 'bench' "
                     "GROUP BY s.id"
                 )
             )
         ).one()
+        span = {"space": space_id, "start": have + 1, "stop": count}
+        series = "generate_series(CAST(:start AS BIGINT), CAST(:stop AS BIGINT)) AS g"
         if have < count:
             await session.execute(
                 text(
-                    "INSERT INTO contacts (space_id, email, name, phone, location, created_at,"
-                    " updated_at) SELECT :space, 'seed' || g || '@example.com', 'Seed ' || g,"
-                    " '+1234567890', 'New York, NY', now(), now()"
-                    " FROM generate_series(CAST(:start AS BIGINT), CAST(:stop AS BIGINT)) AS g"
+                    "INSERT INTO contacts (space_id, email, phone, name, location, created_at,"
+                    " updated_at) SELECT :space, 'seed' || g || '@example.com',"
+                    f" {VALUE_ROWS['contact_phones'][0][0]}, 'Seed ' || g,"
+                    f" {VALUE_ROWS['contact_locations'][0][0]}, now(), now() FROM {series}"
                 ),
-                {"space": space_id, "start": have + 1, "stop": count},
+                span,
             )
-            await session.execute(
-                text(
-                    "INSERT INTO contact_emails (space_id, contact_id, position, value, normalised)"
-                    " SELECT space_id, id, 0, email, email FROM contacts"
-                    " WHERE space_id = :space AND id > :last"
-                ),
-                {"space": space_id, "last": last},
-            )
+            for table, rows in VALUE_ROWS.items():
+                for position, (value, normalised) in enumerate(rows):
+                    await session.execute(
+                        text(
+                            f"INSERT INTO {table} (space_id, contact_id, position, value,"
+                            f" normalised) SELECT c.space_id, c.id, {position}, {value},"
+                            f" {normalised} FROM {series}"
+                            " JOIN contacts c ON c.space_id = :space"
+                            " AND c.email = 'seed' || g || '@example.com'"
+                        ),
+                        span,
+                    )
         await session.execute(text("ANALYZE"))
         first, last = (
             await session.execute(
@@ -92,25 +120,26 @@ def sql_literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def compiled(query: Any) -> str:
-    sql = str(query.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True}))
-    return " ".join(sql.split()) + ";"
+def script(prepared: Any, values: dict[str, str]) -> str:
+    """A prepared statement of the app as a pgbench line: each $n replaced by the SQL given
+    for its parameter (pgbench variables, which -M prepared binds as parameters, or
+    constants; pgbench cannot bind arrays, so arrays are built with ARRAY[...])."""
+    sql = re.sub(r"\$(\d+)", lambda m: values[prepared.names[int(m.group(1)) - 1]], prepared.sql)
+    return " ".join(sql.split()) + ";\n"
 
 
 def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: Path) -> None:
-    """pgbench scripts running the SQL of a create and of a get, as the app sends it."""
-    auth = compiled(KEY_LOOKUP.statement.params(key_hash=hash_key(key)))
-    who = "pgb-:client_id-:n"
-    params: dict[str, Any] = {
-        "space_id": space_id,
+    """pgbench scripts running the statements of a create and of a get as the app runs them
+    (the same prepared SQL; the app's parameters from pgbench variables)."""
+    auth = script(KEY_LOOKUP, {"key_hash": sql_literal(hash_key(key))})
+    who = "('pgb-' || :client_id || '-' || :n)"
+    emails = [f"{who} || '@example.com'", f"{who} || '@example.org'"]
+    constants: dict[str, Any] = {
         "now": "2026-11-26 00:00:00",
-        "email": f"{who}@example.com",
         "phone": "+1234567890",
         "name": "John Doe",
         "location": "New York, NY",
         "emails_positions": [0, 1],
-        "emails_values": [f"{who}@example.com", f"{who}@example.org"],
-        "emails_normalised": [f"{who}@example.com", f"{who}@example.org"],
         "phones_positions": [0, 1],
         "phones_values": ["+1234567890", "+0987654321"],
         "phones_normalised": ["1234567890", "0987654321"],
@@ -121,40 +150,46 @@ def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: P
         "locations_values": ["New York, NY", "Los Angeles, CA"],
         "locations_normalised": ["New York, NY", "Los Angeles, CA"],
     }
-    params |= dict.fromkeys(name for name in NEW_CONTACT.names if name.startswith("profile_field"))
-    # The prepared statement's $n placeholders, each replaced by its parameter as a literal.
-    create = re.sub(
-        r"\$(\d+)",
-        lambda m: sql_literal(params[NEW_CONTACT.names[int(m.group(1)) - 1]]),
-        NEW_CONTACT.sql,
-    )
+    values = {name: sql_literal(constants.get(name)) for name in NEW_CONTACT.names}
+    values |= {
+        "space_id": ":space",
+        "email": emails[0],
+        "emails_values": f"ARRAY[{', '.join(emails)}]",
+        "emails_normalised": f"ARRAY[{', '.join(emails)}]",
+    }
+    space = f"\\set space {space_id}\n"
     # A create runs the key look-up, then the one-statement insert: each its own transaction.
     (directory / "create.sql").write_text(
-        "\\set n random(1, 1000000000000)\n" + auth + "\n" + " ".join(create.split()) + ";\n"
+        space + "\\set n random(1, 1000000000000)\n" + auth + script(NEW_CONTACT, values)
     )
-    # A get reads the contact's row and its values, outside a transaction.
+    # A get reads the key, the contact's row and its values, outside a transaction.
+    of_contact = {"space_id": ":space", "contact_id": ":id"}
     (directory / "get.sql").write_text(
-        f"\\set id random({first}, {last})\n"
+        space
+        + f"\\set id random({first}, {last})\n"
         + auth
-        + "\n"
-        + compiled(CONTACT_ROW_QUERY.statement.params(space_id=space_id, contact_id=1)).replace(
-            "contacts.id = 1", "contacts.id = :id"
-        )
-        + "\n"
-        + compiled(CONTACT_VALUES.statement.params(space_id=space_id, contact_id=1)).replace(
-            "contact_id = 1", "contact_id = :id"
-        )
-        + "\n"
+        + script(CONTACT_ROW_QUERY, of_contact)
+        + script(CONTACT_VALUES, of_contact)
     )
 
 
 def pgbench(script: Path, connections: int, seconds: int) -> float:
+    """Transactions per second of the script, in the prepared protocol as the app speaks it,
+    after a 2 s warm-up like the app's."""
     from sqlalchemy.engine import make_url
 
     url = make_url(DATABASE_URL)
+    for duration in (2, seconds):
+        tps = _pgbench(url, script, connections, duration)
+    return tps
+
+
+def _pgbench(url: Any, script: Path, connections: int, seconds: int) -> float:
     output = subprocess.run(
         [
             "pgbench",
+            "-M",
+            "prepared",
             "-h",
             url.host or "127.0.0.1",
             "-p",
@@ -244,16 +279,15 @@ def main() -> None:
     ]
     if not args.quick:
         plan += [("merge", "create that merges, adding a phone"), ("list", "list pages of 200")]
-    server = start_server(port, args.workers, REDIS_URL)
-    try:
-        workers = workers_of(server.pid)
-        for mode, title in plan:
-            print(f"bench: {title} ...", flush=True)
+    for mode, title in plan:
+        print(f"bench: {title} (a fresh server) ...", flush=True)
+        with serving(port, args.workers) as workers:
             results[mode] = scenario(
                 wrk_path, port, workers, [mode, key, tag, *seeded], seconds, args.connections
             )
-            if mode == "create":
-                print("bench: create paced at half that throughput ...", flush=True)
+        if mode == "create":
+            print("bench: create paced at half that throughput ...", flush=True)
+            with serving(port, args.workers) as workers:
                 results["create_paced"] = paced(
                     wrk_path,
                     port,
@@ -263,36 +297,46 @@ def main() -> None:
                     seconds,
                     args.connections,
                 )
-    finally:
-        server.terminate()
-        server.wait(20)
     print("bench: cold start (a fresh database, no statistics) ...", flush=True)
     results.update(cold_start(wrk_path, port, args.workers, args.connections, tag))
     space_id = asyncio.run(space_of_bench())
     ceiling_scripts(key, space_id, first, last, directory)
-    print("bench: ceilings (pgbench, same SQL, same connections) ...", flush=True)
+    # As many connections as the app holds: each worker's pool, at its default size.
+    connections = args.workers * Settings().db_pool_size
+    results["ceiling_connections"] = connections
+    print(f"bench: ceilings (pgbench -M prepared, same SQL, {connections} connections) ...")
     for mode in ("create", "get"):
-        tps = pgbench(directory / f"{mode}.sql", args.connections, seconds)
+        tps = pgbench(directory / f"{mode}.sql", connections, seconds)
         results[f"{mode}_ceiling_tps"] = round(tps, 1)
     if not args.quick:
         print("bench: growing to 1,000,000 contacts (bulk SQL) ...", flush=True)
         asyncio.run(seed(1_000_000))
-        server = start_server(port, args.workers, REDIS_URL)
-        try:
+        with serving(port, args.workers) as workers:
             results["create_at_1m"] = scenario(
                 wrk_path,
                 port,
-                workers_of(server.pid),
+                workers,
                 ["create", key, tag + "m", *seeded],
                 seconds,
                 args.connections,
             )
-        finally:
-            server.terminate()
-            server.wait(20)
     summary = summarise(results)
     (directory / "latest.json").write_text(json.dumps(summary, indent=2))
     print_table(summary)
+    beyond = [name for name in ("create_ratio", "get_ratio") if summary[name] > 1.0]
+    if beyond:
+        raise SystemExit(f"bench: {', '.join(beyond)} above 1.0: that ceiling is not a ceiling")
+
+
+@contextmanager
+def serving(port: int, workers: int) -> Iterator[list[int]]:
+    """A fresh server for one scenario (PostgreSQL, the Redis limiter): its worker pids."""
+    server = start_server(port, workers, REDIS_URL)
+    try:
+        yield workers_of(server.pid)
+    finally:
+        server.terminate()
+        server.wait(20)
 
 
 COLD_URL = DATABASE_URL + "_cold"
