@@ -7,7 +7,7 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 PG_FUZZ_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_fuzz
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults bench bench-quick
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults faults-ci bench bench-quick
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -64,6 +64,10 @@ fuzz: install
 ## Fault injection against a PostgreSQL of its own: kills, restarts; then checks nothing was lost.
 faults: install
 	$(BIN)/python reliability/faults.py
+
+## One round of each fault (about a minute): what .ci/run runs after the suite.
+faults-ci: install
+	$(BIN)/python reliability/faults.py --rounds 1
 
 format: install
 	$(BIN)/ruff check --fix src tests

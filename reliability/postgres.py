@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import asyncpg
@@ -24,6 +25,15 @@ def postgres_bin() -> Path:
     if initdb is None:
         raise RuntimeError("no PostgreSQL server binaries found: set PG_BIN")
     return Path(initdb).parent
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class PrivateServer:
@@ -83,6 +93,24 @@ class PrivateServer:
     def stop(self, mode: str = "fast") -> None:
         """Stop it (`fast`: roll back open transactions, close connections, checkpoint)."""
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop")
+        self.running = False
+
+    def crash(self) -> None:
+        """A crash, not a stop: kill -9 of the postmaster; its backends, orphaned, exit on their
+        own. Returns once none of them is left (the next start recovers from the WAL)."""
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+        cluster = [pid, *(int(child) for child in children.stdout.split())]
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(600):
+            if not any(alive(process) for process in cluster):
+                break
+            time.sleep(0.05)
+        # A dead postmaster that no one reaped (this sandbox's init does not) still answers
+        # kill(pid, 0), so PostgreSQL would take it for a live one: once every process of the
+        # cluster is gone, its lock files go too, as the reaped state a real host would be in.
+        (self.data / "postmaster.pid").unlink(missing_ok=True)
+        (self.root / f".s.PGSQL.{self.port}.lock").unlink(missing_ok=True)
         self.running = False
 
     async def create_database(self) -> None:

@@ -1,6 +1,10 @@
 """The load: concurrent clients creating contacts in small families whose emails overlap, so
-that creates merge into earlier contacts (and merges chain), with a few reads alongside; every
-request and its outcome is kept in a ledger."""
+that creates merge into earlier contacts (and merges chain), with reads and updates alongside;
+every request and its outcome is kept in a ledger.
+
+Updates replace a custom-field slot only (never a collection), so that every value an
+acknowledged create sent stays on its contact for good, which is what the audits check: a read
+must show every email of the creates acknowledged with its id before the read was sent."""
 
 import asyncio
 import random
@@ -15,14 +19,16 @@ FAMILY_SIZE = 8  # requests per family: keeps merged contacts small
 SEPARATE = 3  # a family's first requests, which send new emails only
 OPEN_FAMILIES = 48  # families taking requests at once: some concurrent merges of one family
 READ_SHARE = 0.1
+UPDATE_SHARE = 0.05
+SLOT = "profile_field_1"  # the slot updates set
 
 
 @dataclass
 class Attempt:
     """One request and what became of it."""
 
-    kind: str  # "create" or "read"
-    payload: dict[str, list[str]]
+    kind: str  # "create", "read" or "update"
+    payload: dict[str, Any]
     started: float
     finished: float = 0.0
     status: int | None = None  # None: no answer (connection refused, reset, timed out)
@@ -105,6 +111,10 @@ class Load:
         self.ledger: list[Attempt] = []
         self.created_ids: list[int] = []
         self.incomplete_answers = 0  # 2xx answers to creates that lack emails the request sent
+        self.incomplete_reads = 0  # 200 answers to reads that lack an acknowledged email
+        self.wrong_updates = 0  # 200 answers to updates that do not show the slot sent
+        # Emails of the creates acknowledged so far, by the id they were answered with.
+        self.acknowledged_emails: dict[int, set[str]] = {}
         self.stopping = asyncio.Event()
 
     async def run(self) -> None:
@@ -122,14 +132,9 @@ class Load:
 
     async def _client(self, http: httpx.AsyncClient) -> None:
         while not self.stopping.is_set() and len(self.ledger) < self.max_requests:
-            if self.created_ids and self.random.random() < READ_SHARE:
-                attempt = Attempt("read", {}, time.monotonic())
-                attempt.contact_id = self.random.choice(self.created_ids)
-                request = http.get(f"/public-api/v1/contacts/{attempt.contact_id}")
-            else:
-                attempt = Attempt("create", self.payloads.next(), time.monotonic())
-                request = http.post("/public-api/v1/contacts", json=attempt.payload)
+            attempt, request = self._next(http)
             self.ledger.append(attempt)
+            expected = set(self.acknowledged_emails.get(attempt.contact_id or 0, ()))
             try:
                 response = await request
             except httpx.HTTPError as exc:
@@ -139,17 +144,45 @@ class Load:
                 if attempt.status >= 500:
                     # Which refusal: the database away, or a merge that kept losing races.
                     attempt.error = message_of(response)
-                if attempt.kind == "create" and attempt.acknowledged:
-                    answer = response.json()
-                    attempt.contact_id = int(answer["id"])
-                    self.created_ids.append(attempt.contact_id)
-                    held = {email.strip().lower() for email in answer["emails"]}
-                    sent = {email.strip().lower() for email in attempt.payload["emails"]}
-                    if not sent <= held:
-                        self.incomplete_answers += 1
+                if attempt.acknowledged:
+                    self._check(attempt, response.json(), expected)
             attempt.finished = time.monotonic()
             if not attempt.acknowledged:
                 await asyncio.sleep(0.05)  # a client backs off a little before the next try
+
+    def _next(self, http: httpx.AsyncClient) -> tuple[Attempt, Any]:
+        """The next request: mostly creates; reads and updates of acknowledged contacts."""
+        draw = self.random.random()
+        if self.created_ids and draw < READ_SHARE + UPDATE_SHARE:
+            contact_id = self.random.choice(self.created_ids)
+            path = f"/public-api/v1/contacts/{contact_id}"
+            if draw < READ_SHARE:
+                attempt = Attempt("read", {}, time.monotonic(), contact_id=contact_id)
+                return attempt, http.get(path)
+            body = {"custom_fields": {SLOT: f"v{len(self.ledger)}"}}
+            attempt = Attempt("update", body, time.monotonic(), contact_id=contact_id)
+            return attempt, http.put(path, json=body)
+        attempt = Attempt("create", self.payloads.next(), time.monotonic())
+        return attempt, http.post("/public-api/v1/contacts", json=attempt.payload)
+
+    def _check(self, attempt: Attempt, answer: dict[str, Any], expected: set[str]) -> None:
+        """What a 2xx answer must show: a create, every email it sent; a read, every email
+        acknowledged with its id before it was sent; an update, the slot it set."""
+        if attempt.kind == "update":
+            if answer.get("custom_fields") != attempt.payload["custom_fields"]:
+                self.wrong_updates += 1
+            return
+        held = {email.strip().lower() for email in answer["emails"]}
+        if attempt.kind == "read":
+            if not expected <= held:
+                self.incomplete_reads += 1
+            return
+        attempt.contact_id = int(answer["id"])
+        self.created_ids.append(attempt.contact_id)
+        sent = {email.strip().lower() for email in attempt.payload["emails"]}
+        if not sent <= held:
+            self.incomplete_answers += 1
+        self.acknowledged_emails.setdefault(attempt.contact_id, set()).update(sent)
 
     def first_acknowledged_create(self, since: int) -> float | None:
         """When the first create sent after the ledger's first `since` entries was acknowledged."""
