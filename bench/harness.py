@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from procs import wait_until_healthy
+from procs import cpu_seconds, peak_rss_mb, wait_until_healthy
+from sqlalchemy import text
 
 from contactbase.db import Database
 from contactbase.ratelimit import ENDPOINTS
@@ -105,3 +106,88 @@ def wrk(
         raise RuntimeError(f"failed requests during the run: {figures}")
     figures["rps"] = figures["requests"] / (figures["duration_us"] / 1e6)
     return figures
+
+
+def scenario(
+    wrk_path: str, port: int, workers: list[int], args: list[str], seconds: int, connections: int
+) -> dict[str, float]:
+    """One wrk run (after a short warm-up with other emails) with the workers' CPU time and
+    peak memory. args: MODE KEY TAG SEEDED FIRST_ID LAST_ID, as bench/wrk.lua takes them."""
+    warm_up = [*args[:2], args[2] + "w", *args[3:]]
+    wrk(wrk_path, port, warm_up, 2, connections)
+    before = cpu_seconds(workers)
+    figures = wrk(wrk_path, port, args, seconds, connections)
+    cpu = cpu_seconds(workers) - before
+    return {
+        "rps": round(figures["rps"], 1),
+        "p50_ms": figures["p50_us"] / 1000,
+        "p90_ms": figures["p90_us"] / 1000,
+        "p99_ms": figures["p99_us"] / 1000,
+        "cpu_s_per_1000": round(cpu / figures["requests"] * 1000, 3),
+        "rss_mb_per_worker": round(peak_rss_mb(workers), 1),
+    }
+
+
+VALUE_ROWS = {
+    # table: (value, normalised) of the two rows of seeded contact g, as SQL over g
+    "contact_emails": [
+        ("'seed' || g || '@example.com'", "'seed' || g || '@example.com'"),
+        ("'seed' || g || '@example.org'", "'seed' || g || '@example.org'"),
+    ],
+    "contact_phones": [
+        ("'+1 555 ' || lpad(g::text, 7, '0')", "'1555' || lpad(g::text, 7, '0')"),
+        ("'+44 20 ' || lpad(g::text, 8, '0')", "'4420' || lpad(g::text, 8, '0')"),
+    ],
+    "contact_names": [("'Seed ' || g", "'Seed ' || g"), ("'S. ' || g", "'S. ' || g")],
+    "contact_locations": [("'City ' || g % 5000", "'City ' || g % 5000"), ("'Earth'", "'Earth'")],
+}
+
+
+async def seed(count: int, url: str = DATABASE_URL) -> tuple[int, int]:
+    """Bring the bench Space to `count` contacts shaped like real ones (2 emails, 2 phones, 2
+    names, 2 locations, the first of each the primary) with bulk SQL, then ANALYZE; returns the
+    first and last seeded ids. Contact g holds seed{g}@example.com."""
+    db = Database(url, pool_size=1)
+    async with db.writer() as session, session.begin():
+        space_id, have = (
+            await session.execute(
+                text(
+                    "SELECT s.id, count(c.id) FROM spaces s "
+                    "LEFT JOIN contacts c ON c.space_id = s.id WHERE s.name = 'bench' "
+                    "GROUP BY s.id"
+                )
+            )
+        ).one()
+        span = {"space": space_id, "start": have + 1, "stop": count}
+        series = "generate_series(CAST(:start AS BIGINT), CAST(:stop AS BIGINT)) AS g"
+        if have < count:
+            await session.execute(
+                text(
+                    "INSERT INTO contacts (space_id, email, phone, name, location, created_at,"
+                    " updated_at) SELECT :space, 'seed' || g || '@example.com',"
+                    f" {VALUE_ROWS['contact_phones'][0][0]}, 'Seed ' || g,"
+                    f" {VALUE_ROWS['contact_locations'][0][0]}, now(), now() FROM {series}"
+                ),
+                span,
+            )
+            for table, rows in VALUE_ROWS.items():
+                for position, (value, normalised) in enumerate(rows):
+                    await session.execute(
+                        text(
+                            f"INSERT INTO {table} (space_id, contact_id, position, value,"
+                            f" normalised) SELECT c.space_id, c.id, {position}, {value},"
+                            f" {normalised} FROM {series}"
+                            " JOIN contacts c ON c.space_id = :space"
+                            " AND c.email = 'seed' || g || '@example.com'"
+                        ),
+                        span,
+                    )
+        await session.execute(text("ANALYZE"))
+        first, last = (
+            await session.execute(
+                text("SELECT min(id), max(id) FROM contacts WHERE space_id = :space"),
+                {"space": space_id},
+            )
+        ).one()
+    await db.dispose()
+    return int(first), int(last)

@@ -16,7 +16,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +31,8 @@ from contactbase.settings import Settings
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import embedded
+from cold import cold_start
 from database import fresh_database
 from harness import (
     DATABASE_URL,
@@ -40,74 +41,11 @@ from harness import (
     ensure_wrk,
     free_port,
     make_key,
+    scenario,
+    seed,
     start_server,
-    wrk,
 )
-from procs import cpu_seconds, peak_rss_mb, workers_of
-
-VALUE_ROWS = {
-    # table: (value, normalised) of the two rows of seeded contact g, as SQL over g
-    "contact_emails": [
-        ("'seed' || g || '@example.com'", "'seed' || g || '@example.com'"),
-        ("'seed' || g || '@example.org'", "'seed' || g || '@example.org'"),
-    ],
-    "contact_phones": [
-        ("'+1 555 ' || lpad(g::text, 7, '0')", "'1555' || lpad(g::text, 7, '0')"),
-        ("'+44 20 ' || lpad(g::text, 8, '0')", "'4420' || lpad(g::text, 8, '0')"),
-    ],
-    "contact_names": [("'Seed ' || g", "'Seed ' || g"), ("'S. ' || g", "'S. ' || g")],
-    "contact_locations": [("'City ' || g % 5000", "'City ' || g % 5000"), ("'Earth'", "'Earth'")],
-}
-
-
-async def seed(count: int, url: str = DATABASE_URL) -> tuple[int, int]:
-    """Bring the bench Space to `count` contacts shaped like real ones (2 emails, 2 phones, 2
-    names, 2 locations, the first of each the primary) with bulk SQL, then ANALYZE; returns the
-    first and last seeded ids. Contact g holds seed{g}@example.com."""
-    db = Database(url, pool_size=1)
-    async with db.writer() as session, session.begin():
-        space_id, have = (
-            await session.execute(
-                text(
-                    "SELECT s.id, count(c.id) FROM spaces s "
-                    "LEFT JOIN contacts c ON c.space_id = s.id WHERE s.name = 'bench' "
-                    "GROUP BY s.id"
-                )
-            )
-        ).one()
-        span = {"space": space_id, "start": have + 1, "stop": count}
-        series = "generate_series(CAST(:start AS BIGINT), CAST(:stop AS BIGINT)) AS g"
-        if have < count:
-            await session.execute(
-                text(
-                    "INSERT INTO contacts (space_id, email, phone, name, location, created_at,"
-                    " updated_at) SELECT :space, 'seed' || g || '@example.com',"
-                    f" {VALUE_ROWS['contact_phones'][0][0]}, 'Seed ' || g,"
-                    f" {VALUE_ROWS['contact_locations'][0][0]}, now(), now() FROM {series}"
-                ),
-                span,
-            )
-            for table, rows in VALUE_ROWS.items():
-                for position, (value, normalised) in enumerate(rows):
-                    await session.execute(
-                        text(
-                            f"INSERT INTO {table} (space_id, contact_id, position, value,"
-                            f" normalised) SELECT c.space_id, c.id, {position}, {value},"
-                            f" {normalised} FROM {series}"
-                            " JOIN contacts c ON c.space_id = :space"
-                            " AND c.email = 'seed' || g || '@example.com'"
-                        ),
-                        span,
-                    )
-        await session.execute(text("ANALYZE"))
-        first, last = (
-            await session.execute(
-                text("SELECT min(id), max(id) FROM contacts WHERE space_id = :space"),
-                {"space": space_id},
-            )
-        ).one()
-    await db.dispose()
-    return int(first), int(last)
+from procs import workers_of
 
 
 def sql_literal(value: Any) -> str:
@@ -217,26 +155,6 @@ def _pgbench(url: Any, script: Path, connections: int, seconds: int) -> float:
     return float(match.group(1))
 
 
-def scenario(
-    wrk_path: str, port: int, workers: list[int], args: list[str], seconds: int, connections: int
-) -> dict[str, float]:
-    """One wrk run (after a short warm-up with other emails) with the workers' CPU time and
-    peak memory. args: MODE KEY TAG SEEDED FIRST_ID LAST_ID, as bench/wrk.lua takes them."""
-    warm_up = [*args[:2], args[2] + "w", *args[3:]]
-    wrk(wrk_path, port, warm_up, 2, connections)
-    before = cpu_seconds(workers)
-    figures = wrk(wrk_path, port, args, seconds, connections)
-    cpu = cpu_seconds(workers) - before
-    return {
-        "rps": round(figures["rps"], 1),
-        "p50_ms": figures["p50_us"] / 1000,
-        "p90_ms": figures["p90_us"] / 1000,
-        "p99_ms": figures["p99_us"] / 1000,
-        "cpu_s_per_1000": round(cpu / figures["requests"] * 1000, 3),
-        "rss_mb_per_worker": round(peak_rss_mb(workers), 1),
-    }
-
-
 def paced(
     wrk_path: str,
     port: int,
@@ -299,6 +217,7 @@ def main() -> None:
                 )
     print("bench: cold start (a fresh database, no statistics) ...", flush=True)
     results.update(cold_start(wrk_path, port, args.workers, args.connections, tag))
+    results.update(embedded.scenarios(wrk_path, port, args.connections, seconds, tag))
     space_id = asyncio.run(space_of_bench())
     ceiling_scripts(key, space_id, first, last, directory)
     # As many connections as the app holds: each worker's pool, at its default size.
@@ -323,7 +242,8 @@ def main() -> None:
     summary = summarise(results)
     (directory / "latest.json").write_text(json.dumps(summary, indent=2))
     print_table(summary)
-    beyond = [name for name in ("create_ratio", "get_ratio") if summary[name] > 1.0]
+    ratios = ("create_ratio", "get_ratio", "sqlite_create_ratio", "sqlite_get_ratio")
+    beyond = [name for name in ratios if summary[name] > 1.0]
     if beyond:
         raise SystemExit(f"bench: {', '.join(beyond)} above 1.0: that ceiling is not a ceiling")
 
@@ -337,62 +257,6 @@ def serving(port: int, workers: int) -> Iterator[list[int]]:
     finally:
         server.terminate()
         server.wait(20)
-
-
-COLD_URL = DATABASE_URL + "_cold"
-
-
-def index_tuples_read() -> int:
-    """Index tuples read so far in the cold database (PostgreSQL's statistics, which a backend
-    flushes within a second of its last transaction)."""
-
-    async def read() -> int:
-        db = Database(COLD_URL, pool_size=1)
-        async with db.reader() as session:
-            query = text("SELECT coalesce(sum(idx_tup_read), 0) FROM pg_stat_user_indexes")
-            value = int(await session.scalar(query) or 0)
-        await db.dispose()
-        return value
-
-    time.sleep(1.5)
-    return asyncio.run(read())
-
-
-def cold_start(
-    wrk_path: str, port: int, workers: int, connections: int, tag: str
-) -> dict[str, Any]:
-    """Creates on a freshly migrated database (no seeding, no ANALYZE, autovacuum as the server
-    has it) for 20 s in three runs, 5 + 10 + 5 s, reading the index tuples read per create in
-    the first and the last; then, on the same server, the warm figure: after seeding 10,000
-    contacts and ANALYZE."""
-    fresh_database(COLD_URL)
-    key = asyncio.run(make_key(COLD_URL))
-    server = start_server(port, workers, REDIS_URL, COLD_URL)
-    args = ["create", key, tag + "c", "0", "0", "0"]
-    try:
-        pids = workers_of(server.pid)
-        before_cpu, runs, per_create = cpu_seconds(pids), [], []
-        for index, seconds in enumerate((5, 10, 5)):
-            tuples = index_tuples_read()
-            figures = wrk(
-                wrk_path, port, [*args[:2], f"{tag}c{index}", *args[3:]], seconds, connections
-            )
-            runs.append(figures)
-            per_create.append((index_tuples_read() - tuples) / figures["requests"])
-        requests = sum(figures["requests"] for figures in runs)
-        cold_rps = requests / sum(figures["duration_us"] for figures in runs) * 1e6
-        cold_cpu = (cpu_seconds(pids) - before_cpu) / requests * 1000
-        asyncio.run(seed(10_000, COLD_URL))
-        warm = scenario(wrk_path, port, pids, [*args[:2], tag + "cw", *args[3:]], 10, connections)
-    finally:
-        server.terminate()
-        server.wait(20)
-    return {
-        "cold_create_rps": round(cold_rps, 1),
-        "cold_create_cpu_s_per_1000": round(cold_cpu, 3),
-        "cold_index_tuples_per_create": [round(value, 1) for value in per_create],
-        "cold_warm_create": warm,
-    }
 
 
 async def space_of_bench() -> int:
@@ -414,6 +278,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     summary["rss_mb_per_worker"] = max(
         value["rss_mb_per_worker"] for value in results.values() if isinstance(value, dict)
     )
+    for mode in ("create", "get"):
+        rps, ceiling = results[f"sqlite_{mode}"]["rps"], results[f"sqlite_{mode}_ceiling_tps"]
+        summary[f"sqlite_{mode}_ratio"] = round(rps / ceiling, 3)
     summary["noop_merge_ratio"] = round(results["resend"]["rps"] / results["create"]["rps"], 3)
     if "merge" in results:
         summary["merge_ratio"] = round(results["merge"]["rps"] / results["create"]["rps"], 3)
@@ -449,6 +316,10 @@ def print_table(summary: dict[str, Any]) -> None:
         "cold_create_ratio",
         "cold_index_tuples_per_create",
         "cold_index_growth",
+        "sqlite_create_ceiling_tps",
+        "sqlite_create_ratio",
+        "sqlite_get_ceiling_tps",
+        "sqlite_get_ratio",
         "create_ceiling_tps",
         "create_ratio",
         "get_ceiling_tps",

@@ -67,8 +67,9 @@ async def abandon(db: Database, export_id: str, attempts: int) -> None:
 
 
 async def until_completed(client: httpx.AsyncClient, auth: Auth, export_id: str) -> dict[str, Any]:
-    """Poll as a client would until the export completes (or 5 seconds pass)."""
-    deadline = time.monotonic() + 5
+    """Poll as a client would until the export completes (or 30 seconds pass: a loaded
+    machine may take its time; a hang still fails)."""
+    deadline = time.monotonic() + 30
     while True:
         status = await poll(client, auth, export_id)
         if status["status"] != "queued" and status["status"] != "processing":
