@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import text
 
 from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
-from contactbase.contacts.writes import NEW_CONTACT
+from contactbase.contacts.statements import NEW_CONTACT
 from contactbase.db import Database
 from contactbase.settings import Settings
 from contactbase.spaces.service import KEY_LOOKUP, hash_key

@@ -181,6 +181,9 @@ def is_retryable(exc: BaseException) -> bool:
 
 
 def is_unique_violation(exc: BaseException) -> bool:
+    """A unique index refused a row, whichever driver said so."""
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return True
     if not isinstance(exc, IntegrityError):
         return False
     return _sqlstate(exc) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
@@ -203,11 +206,16 @@ Row = TypeVar("Row")
 class Prepared(Generic[Row]):
     """A statement built once and compiled once, whose rows come as `row` (a NamedTuple of
     its columns, so every column read is typed). On PostgreSQL it runs straight on asyncpg,
-    past SQLAlchemy's execution path (docs/performance.md); through a session (SQLite, and the
-    writes that need a transaction of several statements) it runs as any statement."""
+    past SQLAlchemy's execution path (docs/performance.md); on SQLite it runs through a
+    session as any statement. Where the two dialects need different SQL (PostgreSQL binds a
+    list as an array, `= ANY(:ids)`; SQLite expands it, `IN (:ids)`), `sqlite` is SQLite's
+    form of the same statement, with the same parameters."""
 
-    def __init__(self, statement: Executable, row: Callable[..., Row]) -> None:
+    def __init__(
+        self, statement: Executable, row: Callable[..., Row], *, sqlite: Executable | None = None
+    ) -> None:
         self.statement = statement
+        self.sqlite = sqlite if sqlite is not None else statement
         self.row_type = row
         dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
         compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
@@ -217,7 +225,7 @@ class Prepared(Generic[Row]):
     async def rows(self, connection: Connection, params: dict[str, Any]) -> list[Row]:
         make = self.row_type
         if isinstance(connection, AsyncSession):
-            result = await (await connection.connection()).execute(self.statement, params)
+            result = await (await connection.connection()).execute(self.sqlite, params)
             return [make(*row) for row in result]
         records = await connection.fetch(self.sql, *(params[name] for name in self.names))
         return [make(*record) for record in records]
@@ -226,6 +234,17 @@ class Prepared(Generic[Row]):
         """The first row, or None."""
         rows = await self.rows(connection, params)
         return rows[0] if rows else None
+
+    async def run(self, connection: Connection, params: dict[str, Any]) -> None:
+        """Run a statement that returns no rows."""
+        if isinstance(connection, AsyncSession):
+            await (await connection.connection()).execute(self.sqlite, params)
+        else:
+            await connection.execute(self.sql, *(params[name] for name in self.names))
+
+
+def no_rows() -> None:
+    """The `row` of a statement that returns none."""
 
 
 class Lease:
@@ -269,6 +288,20 @@ class Lease:
         await self.release()
         async with transaction(self.db, write=write) as session:
             yield session
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[Connection]:
+        """One write transaction, committed when the block ends, else rolled back: on
+        PostgreSQL on the lease's own connection (so a request never holds two), on SQLite on
+        the single writer (the lease's reader given back first)."""
+        if self.db.is_sqlite:
+            async with self.session(write=True) as session:
+                yield session
+            return
+        connection = await self.connect()
+        assert not isinstance(connection, AsyncSession)
+        async with connection.transaction():
+            yield connection
 
     async def release(self, failure: BaseException | None = None) -> None:
         """Give the connection back: kept after success (the caller passes no failure when the

@@ -12,6 +12,7 @@ dependency resolution and serialisation (their cost is in docs/performance.md). 
 else (operations endpoints, /docs, /openapi.json, unknown paths) goes on to FastAPI.
 """
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from contactbase.spaces.access import Access, authorise
 from contactbase.spaces.service import Caller
 from contactbase.state import AppState, state_of
 from contactbase.validation import parse_body, parse_query
+
+log = logging.getLogger("contactbase")
 
 Query = TypeVar("Query", bound=BaseModel)
 Body = TypeVar("Body", bound=BaseModel | None)
@@ -222,6 +225,8 @@ class Dispatcher:
             return await operation.handler(call)
         except ApiError as error:
             # Our own answer, raised between statements: the connection is in a known state.
+            if error.status >= 500:
+                log.warning("%s (request %s): %s", error.code, scope["state"]["request_id"], error)
             return error_response(error, scope)
         except BaseException as exc:
             failure = exc

@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from contactbase.dispatch import error_response
 from contactbase.errors import SchemaOutdated, ServiceUnavailable
+from contactbase.openapi import ErrorBody
 from contactbase.state import state_of
 
 router = APIRouter(tags=["operations"])
@@ -21,7 +22,13 @@ async def healthz() -> dict[str, str]:
 @router.get(
     "/readyz",
     summary="Readiness: the database answers and its schema is current",
-    responses={503: {"description": "Database unreachable or schema not current"}},
+    responses={
+        503: {
+            "model": ErrorBody,
+            "description": "`database_unavailable`: unreachable or not migrated; "
+            "`schema_outdated`: migrated to another version's schema",
+        }
+    },
 )
 async def readyz(request: Request) -> Response:
     """200 when the database answers and is migrated to this version's schema, else 503."""

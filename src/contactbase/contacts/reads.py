@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, bindparam, literal_column, select, text, union_all
+from sqlalchemy import ColumnElement, bindparam, func, literal_column, select, text, union_all
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import (
+    PRIMARY_COLUMN,
     VALUE_TABLES,
     Contact,
     ContactEmail,
@@ -20,7 +22,7 @@ from contactbase.contacts.models import (
 from contactbase.contacts.pagination import Cursor
 from contactbase.contacts.schemas import ContactDetail
 from contactbase.contacts.values import normalise_email, normalise_phone
-from contactbase.db import Connection, Prepared
+from contactbase.db import Connection, Id, Prepared
 from contactbase.errors import NotFound
 
 
@@ -36,21 +38,23 @@ class ValueRow(NamedTuple):
 
 @dataclass(frozen=True)
 class ContactRow:
-    """A contact's row as the writes and reads need it: identity, alias link, times, slots."""
+    """A contact's row as the writes and reads need it: identity, alias link, times, the
+    primary values (by column: email, phone, name, location) and the slots."""
 
     id: int
     merged_into_id: int | None
     created_at: datetime
     updated_at: datetime
+    primaries: dict[str, str | None]
     slots: dict[str, Any]
 
     @classmethod
     def of(cls, *columns: Any) -> "ContactRow":
         """From the columns of CONTACT_COLUMNS, in their order."""
-        contact_id, merged_into_id, created_at, updated_at, *slots = columns
-        return cls(
-            contact_id, merged_into_id, created_at, updated_at, dict(zip(SLOTS, slots, strict=True))
-        )
+        contact_id, merged_into_id, created_at, updated_at, *rest = columns
+        primaries = dict(zip(PRIMARY_COLUMN.values(), rest[: len(PRIMARY_COLUMN)], strict=True))
+        slots = dict(zip(SLOTS, rest[len(PRIMARY_COLUMN) :], strict=True))
+        return cls(contact_id, merged_into_id, created_at, updated_at, primaries, slots)
 
 
 CONTACT_COLUMNS = (
@@ -58,6 +62,7 @@ CONTACT_COLUMNS = (
     Contact.merged_into_id,
     Contact.created_at,
     Contact.updated_at,
+    *(getattr(Contact, column) for column in PRIMARY_COLUMN.values()),
     *(getattr(Contact, slot) for slot in SLOTS),
 )
 
@@ -78,26 +83,28 @@ def _values_query(of_contacts: Callable[[type[ContactValue]], ColumnElement[bool
     ).order_by(text("contact_id"), text("position"))
 
 
-# Built once: of some contacts, and (prepared, as a get runs it) of one.
-VALUES_QUERY = _values_query(
-    lambda table: table.contact_id.in_(bindparam("contact_ids", expanding=True))
-)
+# Built once: of one contact (as a get runs it), and of some contacts.
 CONTACT_VALUES = Prepared(
     _values_query(lambda table: table.contact_id == bindparam("contact_id")), ValueRow
+)
+CONTACTS_VALUES = Prepared(
+    _values_query(
+        lambda table: table.contact_id == func.any(bindparam("contact_ids", type_=ARRAY(Id)))
+    ),
+    ValueRow,
+    sqlite=_values_query(
+        lambda table: table.contact_id.in_(bindparam("contact_ids", expanding=True))
+    ),
 )
 
 
 async def stored_values(
-    session: AsyncSession, space_id: int, contact_ids: Sequence[int]
+    connection: Connection, space_id: int, contact_ids: Sequence[int]
 ) -> dict[str, list[ValueRow]]:
     """Each collection's rows for these contacts, by contact id, then position."""
     stored: dict[str, list[ValueRow]] = {kind: [] for kind in VALUE_TABLES}
-    connection = await session.connection()
-    rows = await connection.execute(
-        VALUES_QUERY, {"space_id": space_id, "contact_ids": list(contact_ids)}
-    )
-    for row in rows:
-        value = ValueRow(*row)
+    params = {"space_id": space_id, "contact_ids": list(contact_ids)}
+    for value in await CONTACTS_VALUES.rows(connection, params):
         stored[value.kind].append(value)
     return stored
 

@@ -254,9 +254,6 @@ def _page(
 EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
 
 
-EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
-
-
 @api.operation(
     "POST",
     "/contacts/exports",

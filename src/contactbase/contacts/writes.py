@@ -19,40 +19,37 @@ change feed extend this module.
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import (
-    BigInteger,
-    DateTime,
-    Integer,
-    Text,
-    bindparam,
-    delete,
-    exists,
-    func,
-    insert,
-    select,
-    true,
-    update,
-)
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
-from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
-from contactbase.contacts.reads import (
-    CONTACT_COLUMNS,
-    CONTACT_VALUES,
-    ContactRow,
-    contact_row,
-    resolve,
-    stored_values,
-)
+from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
+from contactbase.contacts.reads import CONTACT_VALUES, contact_row, resolve, stored_values
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
+from contactbase.contacts.statements import (
+    DELETE_VALUES,
+    DELETE_VALUES_OF,
+    INSERT_CONTACT,
+    INSERT_VALUES,
+    LOCK_CONTACTS,
+    NEW_CONTACT,
+    OWNERS,
+    REPOINT_ALIASES,
+    RETIRE,
+    UPDATE_CONTACT,
+)
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
-from contactbase.db import Lease, Prepared, is_retryable, is_unique_violation, utcnow
+from contactbase.db import (
+    DRIVER_ERRORS,
+    Connection,
+    Lease,
+    is_retryable,
+    is_unique_violation,
+    utcnow,
+)
 from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.validation import show
 
@@ -116,12 +113,10 @@ async def create_contact(
     `lease` is the request's connection. On it: on PostgreSQL the one-statement insert, which
     also names the emails' owners when it inserts nothing; on SQLite the owners' look-up. A
     request that brings nothing its one owner lacks is answered from there, unlocked and
-    unwritten (`_unchanged`); any other gives the lease back and merges on the writer."""
+    unwritten (`_unchanged`); any other is resolved again in a write transaction."""
     incoming = Incoming.of(payload)
     if lease.db.is_sqlite:
-        connection = await lease.connect()
-        assert isinstance(connection, AsyncSession)
-        owners = await _owner_ids(connection, space_id, incoming.values["emails"])
+        owners = await _owner_ids(await lease.connect(), space_id, incoming.values["emails"])
     else:
         created, owners = await _insert_if_new(lease, space_id, incoming)
         if created is not None:
@@ -138,28 +133,30 @@ async def create_contact(
 async def resolve_on_writer(
     lease: Lease, space_id: int, payload: ContactCreate, *, merge: bool = True
 ) -> tuple[ContactDetail, bool]:
-    """The reference path of a create: resolve and write it on the writer, in a transaction,
-    without the shortcuts of `create_contact` (tests hold those to it)."""
+    """The reference path of a create: resolve and write it in a write transaction, without
+    the shortcuts of `create_contact` (tests hold those to it)."""
     return await _on_writer(lease, space_id, Incoming.of(payload), merge)
 
 
 async def _on_writer(
     lease: Lease, space_id: int, incoming: Incoming, merge: bool
 ) -> tuple[ContactDetail, bool]:
-    return await _attempts(lease, lambda session: _resolve(session, space_id, incoming, merge))
+    return await _attempts(
+        lease, lambda connection: _resolve(connection, space_id, incoming, merge)
+    )
 
 
 async def _resolve(
-    session: AsyncSession, space_id: int, incoming: Incoming, merge: bool
+    connection: Connection, space_id: int, incoming: Incoming, merge: bool
 ) -> tuple[ContactDetail, bool]:
-    """In the writer's transaction: create the contact, or merge it into the owners of its
+    """In a write transaction: create the contact, or merge it into the owners of its
     emails (whoever they are by now)."""
-    owners = await _owner_ids(session, space_id, incoming.values["emails"])
+    owners = await _owner_ids(connection, space_id, incoming.values["emails"])
     if not owners:
-        return await _insert_contact(session, space_id, incoming), True
+        return await _insert_contact(connection, space_id, incoming), True
     if not merge:
         raise _conflict(owners)
-    return await _merge(session, space_id, owners, incoming), False
+    return await _merge(connection, space_id, owners, incoming), False
 
 
 def _conflict(owners: list[int]) -> Conflict:
@@ -172,10 +169,8 @@ async def _unchanged(
 ) -> ContactDetail | None:
     """The owner as it stands, when the request brings nothing it lacks: every value is held
     already (by normal form) and every slot sent has the value sent. Then a merge would write
-    nothing, and none is made. None otherwise, or when the owner changed under the reads:
-    merged away (no row, or no values left) or no longer holding every email sent. Each read
-    is a statement of its own, so the answer is the contact as the values read show it, with
-    every email of the request among them: a state the contact was in."""
+    nothing, and none is made. None otherwise, or when the owner changed under the reads
+    (merged away, or written between them): then the writer resolves it."""
     connection = await lease.connect()
     row = await contact_row(connection, space_id, owner)
     if row is None or row.merged_into_id is not None:
@@ -190,6 +185,11 @@ async def _unchanged(
     for kind, rows in incoming.values.items():
         if any(normalised not in held[kind] for _, normalised in rows):
             return None
+    # Every write of a contact sets updated_at: the row read again unchanged means the values
+    # were read from the same version of the contact as the row (on PostgreSQL each of these
+    # statements has a snapshot of its own).
+    if await contact_row(connection, space_id, owner) != row:
+        return None
     return ContactDetail.of(row.id, shown, row.slots, row.created_at, row.updated_at)
 
 
@@ -205,25 +205,20 @@ async def update_contact(
     if "custom_fields" in sent:
         slots = dict.fromkeys(SLOTS) | sent_slots(payload.custom_fields)
 
-    async def write(session: AsyncSession) -> ContactUpdated:
-        target = (await resolve(session, space_id, contact_id)).id
-        row = await contact_row(session, space_id, target, lock=True)
+    async def write(connection: Connection) -> ContactUpdated:
+        target = (await resolve(connection, space_id, contact_id)).id
+        row = await contact_row(connection, space_id, target, lock=True)
         if row is None or row.merged_into_id is not None:
             raise _Raced()  # merged into another contact since: update that one
         if "emails" in incoming:
-            await _refuse_emails_of_others(session, space_id, target, payload.emails)
+            await _refuse_emails_of_others(connection, space_id, target, payload.emails)
         for kind, rows in incoming.items():
-            table = VALUE_TABLES[kind]
-            await (await session.connection()).execute(
-                delete(table).where(table.space_id == space_id, table.contact_id == target)
-            )
-            await _insert_values(session, space_id, target, kind, list(enumerate(rows)))
+            params = {"space_id": space_id, "contact_id": target}
+            await DELETE_VALUES[kind].run(connection, params)
+            await _insert_values(connection, space_id, target, kind, list(enumerate(rows)))
         values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
-        await (await session.connection()).execute(
-            update(Contact)
-            .where(Contact.space_id == space_id, Contact.id == target)
-            .values(updated_at=utcnow(), **_primaries(values), **(slots or {}))
-        )
+        primaries = row.primaries | _primaries(values)
+        await _write_contact(connection, space_id, target, primaries, slots or row.slots, utcnow())
         shown: dict[str, Any] = dict(values)
         if slots is not None:
             shown["custom_fields"] = to_wire(slots)
@@ -232,114 +227,28 @@ async def update_contact(
     return await _attempts(lease, write)
 
 
-async def _attempts(lease: Lease, write: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `write` in one transaction on the writer, in a savepoint begun again from the start
-    whenever it loses a race."""
-    async with lease.session(write=True) as session:
-        for _attempt_number in range(MAX_ATTEMPTS):
-            try:
-                async with session.begin_nested():
-                    return await write(session)
-            except _Raced:
+async def _attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -> T:
+    """Run `write` in a write transaction, in a new one whenever it loses a race (a unique
+    index taken first, a deadlock, contacts changed between their look-up and their lock)."""
+    for _attempt_number in range(MAX_ATTEMPTS):
+        try:
+            async with lease.writing() as connection:
+                return await write(connection)
+        except _Raced:
+            continue
+        except DRIVER_ERRORS as exc:
+            if is_unique_violation(exc) or is_retryable(exc):
                 continue
-            except DBAPIError as exc:
-                if is_unique_violation(exc) or is_retryable(exc):
-                    continue
-                raise
+            raise
     raise ServiceUnavailable("This contact is being changed by many requests at once; retry.")
-
-
-class NewContact(NamedTuple):
-    created: int | None  # the new contact's id; None when an email is known
-    owners: list[int] | None  # then the contacts owning the known emails
-
-
-def _owner_lookups(space_id: Any, emails: Any) -> Any:
-    """PostgreSQL: each email's owner (or NULL), one look-up of the unique (space_id,
-    normalised) index per email. Not `normalised = ANY(:emails)`: prepared statements get a
-    generic plan, and without statistics (a fresh database) the planner's generic plan for
-    that reads every email of the Space; an equality on both columns of a unique index is
-    planned as one row whatever the statistics."""
-    sent = func.unnest(emails).table_valued("normalised").render_derived(name="sent")
-    owner = (
-        select(ContactEmail.contact_id)
-        .where(ContactEmail.space_id == space_id, ContactEmail.normalised == sent.c.normalised)
-        .scalar_subquery()
-    )
-    return select(sent.c.normalised, owner.label("contact_id")).select_from(sent)
-
-
-# PostgreSQL's and SQLite's look-up of the emails' owners (SQLite has no arrays; its planner
-# makes no generic plans).
-OWNERS = {
-    False: _owner_lookups(
-        bindparam("space_id", type_=BigInteger), bindparam("emails", type_=ARRAY(Text))
-    ),
-    True: select(ContactEmail.normalised, ContactEmail.contact_id).where(
-        ContactEmail.space_id == bindparam("space_id"),
-        ContactEmail.normalised.in_(bindparam("emails", expanding=True)),
-    ),
-}
-
-
-def _new_contact_statement() -> Any:
-    """PostgreSQL: the contact and its values in one statement, inserted only when none of
-    the emails is known in the Space. Value rows go in by normal form, so that concurrent
-    creates take the unique email index in one order and wait for each other instead of
-    deadlocking."""
-    space_id = bindparam("space_id", type_=BigInteger)
-    now = bindparam("now", type_=DateTime())
-    emails = bindparam("emails_normalised", type_=ARRAY(Text))
-    lookups = _owner_lookups(space_id, emails).subquery("lookups")
-    owners = select(lookups.c.contact_id).where(lookups.c.contact_id.is_not(None)).cte("owners")
-    columns: dict[str, Any] = {"space_id": space_id, "created_at": now, "updated_at": now}
-    for column in PRIMARY_COLUMN.values():
-        columns[column] = bindparam(column, type_=Text)
-    for slot in SLOTS:
-        columns[slot] = bindparam(slot, type_=Contact.__table__.c[slot].type)
-    new_contact = (
-        insert(Contact)
-        .from_select(list(columns), select(*columns.values()).where(~exists(owners.select())))
-        .returning(Contact.id)
-        .cte("new_contact")
-    )
-    value_inserts = []
-    for kind, table in VALUE_TABLES.items():
-        rows = (
-            func.unnest(
-                bindparam(f"{kind}_positions", type_=ARRAY(Integer)),
-                bindparam(f"{kind}_values", type_=ARRAY(Text)),
-                emails if kind == "emails" else bindparam(f"{kind}_normalised", type_=ARRAY(Text)),
-            )
-            .table_valued("position", "value", "normalised")
-            .render_derived(name="v")
-        )
-        value_inserts.append(
-            insert(table)
-            .from_select(
-                ["space_id", "contact_id", "position", "value", "normalised"],
-                select(space_id, new_contact.c.id, rows.c.position, rows.c.value, rows.c.normalised)
-                .select_from(new_contact)
-                .join(rows, true())
-                .order_by(rows.c.normalised),
-            )
-            .cte(kind)
-        )
-    return select(
-        select(new_contact.c.id).scalar_subquery(),
-        select(func.array_agg(owners.c.contact_id)).scalar_subquery(),
-    ).add_cte(*value_inserts)
-
-
-NEW_CONTACT = Prepared(_new_contact_statement(), NewContact)
 
 
 async def _insert_if_new(
     lease: Lease, space_id: int, incoming: Incoming
 ) -> tuple[ContactDetail | None, list[int]]:
-    """The new contact, written by NEW_CONTACT; when an email is known, nothing is written and
-    the owners of the known emails come back instead. A concurrent create that takes an email
-    while the statement runs leaves neither: (None, [])."""
+    """PostgreSQL: the new contact, written by NEW_CONTACT; when an email is known, nothing is
+    written and the owners of the known emails come back instead. A concurrent create that
+    takes an email while the statement runs leaves neither: (None, [])."""
     now = utcnow()
     values = incoming.shown()
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
@@ -351,8 +260,8 @@ async def _insert_if_new(
         params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
     try:
         row = await NEW_CONTACT.row(await lease.connect(), params)
-    except asyncpg.UniqueViolationError:
-        return None, []  # a concurrent create took an email first
+    except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
+        return None, []  # a concurrent write took an email first: resolve on the writer
     assert row is not None
     if row.created is None:
         return None, sorted(set(row.owners or ()))
@@ -360,90 +269,104 @@ async def _insert_if_new(
 
 
 async def _email_owners(
-    session: AsyncSession, space_id: int, emails: list[Value]
+    connection: Connection, space_id: int, emails: list[Value]
 ) -> dict[str, int]:
     """Which contact owns each of these emails (by normal form), for those that are known."""
-    connection = await session.connection()
-    query = OWNERS[connection.dialect.name == "sqlite"]
     sent = [normalised for _, normalised in emails]
-    rows = await connection.execute(query, {"space_id": space_id, "emails": sent})
-    return {normalised: owner for normalised, owner in rows if owner is not None}
+    rows = await OWNERS.rows(connection, {"space_id": space_id, "emails": sent})
+    return {row.normalised: row.contact_id for row in rows if row.contact_id is not None}
 
 
-async def _owner_ids(session: AsyncSession, space_id: int, emails: list[Value]) -> list[int]:
+async def _owner_ids(connection: Connection, space_id: int, emails: list[Value]) -> list[int]:
     """The contacts that own any of these emails, by id."""
-    return sorted(set((await _email_owners(session, space_id, emails)).values()))
+    return sorted(set((await _email_owners(connection, space_id, emails)).values()))
 
 
 def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
     return {PRIMARY_COLUMN[kind]: (values[kind][0] if values[kind] else None) for kind in values}
 
 
+def _contact_params(primaries: dict[str, str | None], slots: dict[str, Any]) -> dict[str, Any]:
+    """The `set_…` parameters of INSERT_CONTACT and UPDATE_CONTACT."""
+    return {f"set_{column}": primaries.get(column) for column in PRIMARY_COLUMN.values()} | {
+        f"set_{slot}": slots.get(slot) for slot in SLOTS
+    }
+
+
+async def _write_contact(
+    connection: Connection,
+    space_id: int,
+    contact_id: int,
+    primaries: dict[str, str | None],
+    slots: dict[str, Any],
+    now: datetime,
+) -> None:
+    params = {"space": space_id, "contact_id": contact_id, "now": now}
+    await UPDATE_CONTACT.run(connection, params | _contact_params(primaries, slots))
+
+
 async def _insert_values(
-    session: AsyncSession, space_id: int, contact_id: int, kind: str, rows: list[tuple[int, Value]]
+    connection: Connection, space_id: int, contact_id: int, kind: str, rows: list[tuple[int, Value]]
 ) -> None:
     if not rows:
         return
     # Emails go in sorted order, as in NEW_CONTACT: concurrent writes lock them in one order.
     ordered = sorted(rows, key=lambda row: row[1][1]) if kind == "emails" else rows
-    await (await session.connection()).execute(
-        insert(VALUE_TABLES[kind]),
-        [
-            {
-                "space_id": space_id,
-                "contact_id": contact_id,
-                "position": position,
-                "value": value,
-                "normalised": normalised,
-            }
-            for position, (value, normalised) in ordered
-        ],
-    )
+    if isinstance(connection, AsyncSession):  # SQLite: one statement, many rows
+        await (await connection.connection()).execute(
+            insert(VALUE_TABLES[kind]),
+            [
+                {
+                    "space_id": space_id,
+                    "contact_id": contact_id,
+                    "position": position,
+                    "value": value,
+                    "normalised": normalised,
+                }
+                for position, (value, normalised) in ordered
+            ],
+        )
+        return
+    params = {
+        "space_id": space_id,
+        "contact_id": contact_id,
+        "positions": [position for position, _ in ordered],
+        "values": [value for _, (value, _) in ordered],
+        "normalised": [normalised for _, (_, normalised) in ordered],
+    }
+    await INSERT_VALUES[kind].run(connection, params)
 
 
 async def _insert_contact(
-    session: AsyncSession, space_id: int, incoming: Incoming
+    connection: Connection, space_id: int, incoming: Incoming
 ) -> ContactDetail:
     now = utcnow()
     values = incoming.shown()
-    contact_id = await (await session.connection()).scalar(
-        insert(Contact)
-        .values(
-            space_id=space_id,
-            created_at=now,
-            updated_at=now,
-            **_primaries(values),
-            **incoming.slots,
-        )
-        .returning(Contact.id)
-    )
-    assert contact_id is not None
+    params = {"space": space_id, "now": now}
+    params |= _contact_params(_primaries(values), incoming.slots)
+    row = await INSERT_CONTACT.row(connection, params)
+    assert row is not None
     for kind in KINDS:
-        rows = list(enumerate(incoming.values[kind]))
-        await _insert_values(session, space_id, contact_id, kind, rows)
-    return ContactDetail.of(contact_id, values, incoming.slots, now, now)
+        await _insert_values(
+            connection, space_id, row.id, kind, list(enumerate(incoming.values[kind]))
+        )
+    return ContactDetail.of(row.id, values, incoming.slots, now, now)
 
 
 async def _merge(
-    session: AsyncSession, space_id: int, ids: list[int], incoming: Incoming
+    connection: Connection, space_id: int, ids: list[int], incoming: Incoming
 ) -> ContactDetail:
     """Merge the request and the contacts `ids` into the oldest of them."""
-    result = await (await session.connection()).execute(
-        select(*CONTACT_COLUMNS)
-        .where(Contact.space_id == space_id, Contact.id.in_(ids))
-        .order_by(Contact.id)
-        .with_for_update()
-    )
-    locked = [ContactRow.of(*row) for row in result]
+    locked = await LOCK_CONTACTS.rows(connection, {"space_id": space_id, "ids": ids})
     # Between the look-up and the lock another request may have merged these contacts, or
     # given one of the emails to another contact: then resolve again.
     if len(locked) != len(ids) or any(row.merged_into_id is not None for row in locked):
         raise _Raced()
-    if await _owner_ids(session, space_id, incoming.values["emails"]) != ids:
+    if await _owner_ids(connection, space_id, incoming.values["emails"]) != ids:
         raise _Raced()
 
     survivor, losers = ids[0], ids[1:]
-    stored = await stored_values(session, space_id, ids)
+    stored = await stored_values(connection, space_id, ids)
     values: dict[str, list[str]] = {}
     additions: dict[str, list[tuple[int, Value]]] = {}
     for kind in KINDS:
@@ -468,49 +391,36 @@ async def _merge(
             if slots[slot] is None:
                 slots[slot] = value
     slots.update(incoming.slots)
-    changed_slots = {slot: slots[slot] for slot in SLOTS if slots[slot] != before[slot]}
+    changed = slots != before
 
     updated_at = locked[0].updated_at
-    if losers or changed_slots or any(additions.values()):
+    if losers or changed or any(additions.values()):
         updated_at = utcnow()
         if losers:
-            await _retire(session, space_id, survivor, losers, updated_at)
+            await _retire(connection, space_id, survivor, losers, updated_at)
         for kind in KINDS:
-            await _insert_values(session, space_id, survivor, kind, additions[kind])
-        await (await session.connection()).execute(
-            update(Contact)
-            .where(Contact.space_id == space_id, Contact.id == survivor)
-            .values(updated_at=updated_at, **_primaries(values), **changed_slots)
-        )
+            await _insert_values(connection, space_id, survivor, kind, additions[kind])
+        await _write_contact(connection, space_id, survivor, _primaries(values), slots, updated_at)
     return ContactDetail.of(survivor, values, slots, locked[0].created_at, updated_at)
 
 
 async def _retire(
-    session: AsyncSession, space_id: int, survivor: int, losers: list[int], now: datetime
+    connection: Connection, space_id: int, survivor: int, losers: list[int], now: datetime
 ) -> None:
     """Make `losers` aliases of `survivor`; their values have been copied to it."""
-    for table in VALUE_TABLES.values():
-        await (await session.connection()).execute(
-            delete(table).where(table.space_id == space_id, table.contact_id.in_(losers))
-        )
+    for kind in KINDS:
+        await DELETE_VALUES_OF[kind].run(connection, {"space_id": space_id, "ids": losers})
     # Aliases point straight at the survivor, so that resolving an id is one step.
-    await (await session.connection()).execute(
-        update(Contact)
-        .where(Contact.space_id == space_id, Contact.merged_into_id.in_(losers))
-        .values(merged_into_id=survivor)
-    )
-    await (await session.connection()).execute(
-        update(Contact)
-        .where(Contact.space_id == space_id, Contact.id.in_(losers))
-        .values(merged_into_id=survivor, updated_at=now)
-    )
+    params = {"space": space_id, "ids": losers, "survivor": survivor}
+    await REPOINT_ALIASES.run(connection, params)
+    await RETIRE.run(connection, params | {"now": now})
 
 
 async def _refuse_emails_of_others(
-    session: AsyncSession, space_id: int, contact_id: int, emails: list[str]
+    connection: Connection, space_id: int, contact_id: int, emails: list[str]
 ) -> None:
     """422 when any of `emails` belongs to another contact of the Space."""
-    owners = await _email_owners(session, space_id, dedupe(emails, normalise_email))
+    owners = await _email_owners(connection, space_id, dedupe(emails, normalise_email))
     errors: dict[str, list[str]] = {}
     others: list[int] = []
     for index, email in enumerate(emails):

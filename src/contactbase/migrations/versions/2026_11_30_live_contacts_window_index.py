@@ -24,20 +24,32 @@ LIVE = sa.text("merged_into_id IS NULL")
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.drop_index("ix_contacts_space_id_created_at")
-        batch_op.create_index(
+    # On PostgreSQL the new index is built without blocking writes (CONCURRENTLY, which runs
+    # outside a transaction) before the old one goes, so the list never lacks an index.
+    with op.get_context().autocommit_block():
+        op.create_index(
             "ix_contacts_live_created_at",
+            "contacts",
             ["space_id", "created_at"],
             unique=False,
             postgresql_where=LIVE,
             sqlite_where=LIVE,
+            postgresql_concurrently=True,
+        )
+        op.drop_index(
+            "ix_contacts_space_id_created_at", table_name="contacts", postgresql_concurrently=True
         )
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("contacts", schema=None) as batch_op:
-        batch_op.drop_index("ix_contacts_live_created_at")
-        batch_op.create_index(
-            "ix_contacts_space_id_created_at", ["space_id", "created_at"], unique=False
+    with op.get_context().autocommit_block():
+        op.create_index(
+            "ix_contacts_space_id_created_at",
+            "contacts",
+            ["space_id", "created_at"],
+            unique=False,
+            postgresql_concurrently=True,
+        )
+        op.drop_index(
+            "ix_contacts_live_created_at", table_name="contacts", postgresql_concurrently=True
         )
