@@ -24,7 +24,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
+from contactbase.contacts.reads import WHOLE_CONTACT
 from contactbase.contacts.statements import NEW_CONTACT
 from contactbase.db import Database
 from contactbase.settings import Settings
@@ -100,14 +100,10 @@ def ceiling_scripts(key: str, space_id: int, first: int, last: int, directory: P
     (directory / "create.sql").write_text(
         space + "\\set n random(1, 1000000000000)\n" + auth + script(NEW_CONTACT, values)
     )
-    # A get reads the key, the contact's row and its values, outside a transaction.
+    # A get reads the key, then the contact whole (one statement), outside a transaction.
     of_contact = {"space_id": ":space", "contact_id": ":id"}
     (directory / "get.sql").write_text(
-        space
-        + f"\\set id random({first}, {last})\n"
-        + auth
-        + script(CONTACT_ROW_QUERY, of_contact)
-        + script(CONTACT_VALUES, of_contact)
+        space + f"\\set id random({first}, {last})\n" + auth + script(WHOLE_CONTACT, of_contact)
     )
 
 

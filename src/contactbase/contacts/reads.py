@@ -6,9 +6,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, bindparam, func, literal_column, select, text, union_all
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    func,
+    literal_column,
+    select,
+    text,
+    true,
+    union_all,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import (
@@ -134,18 +144,83 @@ async def resolve(connection: Connection, space_id: int, contact_id: int) -> Con
     return row
 
 
+def _whole_contact() -> Any:
+    """PostgreSQL: the contact an id names (itself, or the survivor it was merged into), its
+    row and every value, in one statement and so in one snapshot: a row per value (the row's
+    columns repeated), or one row with no value columns when it holds none."""
+    asked, contact = aliased(Contact, name="asked"), aliased(Contact, name="contact")
+    values = union_all(
+        *(
+            select(
+                literal_column(f"'{kind}'").label("kind"),
+                table.position,
+                table.value,
+                table.normalised,
+            ).where(table.space_id == contact.space_id, table.contact_id == contact.id)
+            for kind, table in VALUE_TABLES.items()
+        )
+    ).lateral("held")
+    columns = [getattr(contact, column.key) for column in CONTACT_COLUMNS]
+    return (
+        select(*columns, values.c.kind, values.c.position, values.c.value, values.c.normalised)
+        .select_from(asked)
+        .join(
+            contact,
+            (contact.space_id == asked.space_id)
+            & (contact.id == func.coalesce(asked.merged_into_id, asked.id)),
+        )
+        .outerjoin(values, true())
+        .where(asked.space_id == bindparam("space_id"), asked.id == bindparam("contact_id"))
+        .order_by(values.c.kind, values.c.position)
+    )
+
+
+class WholeRow(NamedTuple):
+    contact: ContactRow
+    value: ValueRow | None
+
+
+def _whole_row(*columns: Any) -> WholeRow:
+    contact = ContactRow.of(*columns[: len(CONTACT_COLUMNS)])
+    kind, position, value, normalised = columns[len(CONTACT_COLUMNS) :]
+    held = None if kind is None else ValueRow(kind, contact.id, position, value, normalised)
+    return WholeRow(contact, held)
+
+
+WHOLE_CONTACT = Prepared(_whole_contact(), _whole_row)
+
+
+async def whole_contact(
+    connection: Connection, space_id: int, contact_id: int
+) -> tuple[ContactRow, list[ValueRow]] | None:
+    """The contact an id names (an alias names its survivor) with all its values, as one
+    state of it; None when the Space has no such id. On PostgreSQL one statement
+    (WHOLE_CONTACT); on SQLite the row and the values, read in the snapshot of the session's
+    transaction (SQLite has no LATERAL)."""
+    if not isinstance(connection, AsyncSession):
+        rows = await WHOLE_CONTACT.rows(
+            connection, {"space_id": space_id, "contact_id": contact_id}
+        )
+        if not rows:
+            return None
+        return rows[0].contact, [row.value for row in rows if row.value is not None]
+    row = await contact_row(connection, space_id, contact_id)
+    if row is not None and row.merged_into_id is not None:
+        row = await contact_row(connection, space_id, row.merged_into_id)
+    if row is None:
+        return None
+    return row, await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})
+
+
 async def get_contact(connection: Connection, space_id: int, contact_id: int) -> ContactDetail:
     """The contact with this id in the Space; an alias id gives the contact it was merged into."""
-    for _attempt in range(3):
-        row = await resolve(connection, space_id, contact_id)
-        rows = await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})
-        values: dict[str, list[str]] = {kind: [] for kind in VALUE_TABLES}
-        for value in rows:
-            values[value.kind].append(value.value)
-        # A live contact always has an email. None means it was merged into another between
-        # the two statements (on PostgreSQL each read has its own snapshot): resolve again.
-        if values["emails"]:
-            break
+    found = await whole_contact(connection, space_id, contact_id)
+    if found is None:
+        raise NotFound(f"No contact with id {contact_id}.")
+    row, held = found
+    values: dict[str, list[str]] = {kind: [] for kind in VALUE_TABLES}
+    for value in held:
+        values[value.kind].append(value.value)
     return ContactDetail.of(row.id, values, row.slots, row.created_at, row.updated_at)
 
 

@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
-from contactbase.contacts.reads import CONTACT_VALUES, contact_row, resolve, stored_values
+from contactbase.contacts.reads import contact_row, resolve, stored_values, whole_contact
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.statements import (
     DELETE_VALUES,
@@ -169,27 +169,23 @@ async def _unchanged(
 ) -> ContactDetail | None:
     """The owner as it stands, when the request brings nothing it lacks: every value is held
     already (by normal form) and every slot sent has the value sent. Then a merge would write
-    nothing, and none is made. None otherwise, or when the owner changed under the reads
-    (merged away, or written between them): then the writer resolves it."""
-    connection = await lease.connect()
-    row = await contact_row(connection, space_id, owner)
-    if row is None or row.merged_into_id is not None:
+    nothing, and none is made. None otherwise, or when the owner was merged away since its
+    look-up: then the writer resolves it. The contact is read whole, in one snapshot
+    (reads.whole_contact), so the answer is a state it was in."""
+    found = await whole_contact(await lease.connect(), space_id, owner)
+    if found is None or found[0].id != owner:  # merged away since
         return None
+    row, stored = found
     if any(row.slots[slot] != value for slot, value in incoming.slots.items()):
         return None
     held: dict[str, set[str]] = {kind: set() for kind in KINDS}
     shown: dict[str, list[str]] = {kind: [] for kind in KINDS}
-    for value in await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": owner}):
+    for value in stored:
         held[value.kind].add(value.normalised)
         shown[value.kind].append(value.value)
     for kind, rows in incoming.values.items():
         if any(normalised not in held[kind] for _, normalised in rows):
             return None
-    # Every write of a contact sets updated_at: the row read again unchanged means the values
-    # were read from the same version of the contact as the row (on PostgreSQL each of these
-    # statements has a snapshot of its own).
-    if await contact_row(connection, space_id, owner) != row:
-        return None
     return ContactDetail.of(row.id, shown, row.slots, row.created_at, row.updated_at)
 
 
