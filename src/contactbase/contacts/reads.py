@@ -16,7 +16,7 @@ from sqlalchemy import (
     true,
     union_all,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, aggregate_order_by
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -146,8 +146,8 @@ async def resolve(connection: Connection, space_id: int, contact_id: int) -> Con
 
 def _whole_contact() -> Any:
     """PostgreSQL: the contact an id names (itself, or the survivor it was merged into), its
-    row and every value, in one statement and so in one snapshot: a row per value (the row's
-    columns repeated), or one row with no value columns when it holds none."""
+    row and every value, in one statement and so in one snapshot: one row, the values as
+    arrays (kind, position, value, normalised; NULL when it holds none)."""
     asked, contact = aliased(Contact, name="asked"), aliased(Contact, name="contact")
     values = union_all(
         *(
@@ -160,9 +160,14 @@ def _whole_contact() -> Any:
             for kind, table in VALUE_TABLES.items()
         )
     ).lateral("held")
+    order = (values.c.kind, values.c.position)
+    arrays = [
+        func.array_agg(aggregate_order_by(column, *order)).filter(values.c.kind.is_not(None))
+        for column in (values.c.kind, values.c.position, values.c.value, values.c.normalised)
+    ]
     columns = [getattr(contact, column.key) for column in CONTACT_COLUMNS]
     return (
-        select(*columns, values.c.kind, values.c.position, values.c.value, values.c.normalised)
+        select(*columns, *arrays)
         .select_from(asked)
         .join(
             contact,
@@ -171,19 +176,24 @@ def _whole_contact() -> Any:
         )
         .outerjoin(values, true())
         .where(asked.space_id == bindparam("space_id"), asked.id == bindparam("contact_id"))
-        .order_by(values.c.kind, values.c.position)
+        .group_by(contact.id)  # its primary key: the row's other columns follow from it
     )
 
 
 class WholeRow(NamedTuple):
     contact: ContactRow
-    value: ValueRow | None
+    values: list[ValueRow]
 
 
 def _whole_row(*columns: Any) -> WholeRow:
     contact = ContactRow.of(*columns[: len(CONTACT_COLUMNS)])
-    kind, position, value, normalised = columns[len(CONTACT_COLUMNS) :]
-    held = None if kind is None else ValueRow(kind, contact.id, position, value, normalised)
+    kinds, positions, values, normalised = (
+        column or [] for column in columns[len(CONTACT_COLUMNS) :]
+    )
+    held = [
+        ValueRow(kind, contact.id, position, value, form)
+        for kind, position, value, form in zip(kinds, positions, values, normalised, strict=True)
+    ]
     return WholeRow(contact, held)
 
 
@@ -198,12 +208,9 @@ async def whole_contact(
     (WHOLE_CONTACT); on SQLite the row and the values, read in the snapshot of the session's
     transaction (SQLite has no LATERAL)."""
     if not isinstance(connection, AsyncSession):
-        rows = await WHOLE_CONTACT.rows(
-            connection, {"space_id": space_id, "contact_id": contact_id}
-        )
-        if not rows:
-            return None
-        return rows[0].contact, [row.value for row in rows if row.value is not None]
+        params = {"space_id": space_id, "contact_id": contact_id}
+        whole = await WHOLE_CONTACT.row(connection, params)
+        return None if whole is None else (whole.contact, whole.values)
     row = await contact_row(connection, space_id, contact_id)
     if row is not None and row.merged_into_id is not None:
         row = await contact_row(connection, space_id, row.merged_into_id)
