@@ -51,8 +51,11 @@ def _owner_lookups(emails: Any) -> Any:
     normalised) index per email. Not `normalised = ANY(:emails)`: prepared statements get a
     generic plan, and without statistics (a fresh database) the planner's generic plan for
     that reads every email of the Space; an equality on both columns of a unique index is
-    planned as one row whatever the statistics."""
-    sent = func.unnest(emails).table_valued("normalised").render_derived(name="sent")
+    planned as one row whatever the statistics. The emails come through `contactbase_each`
+    (migration 20261130_0003), `unnest` declared to return about 2 rows: `unnest` of a
+    parameter is estimated at 10 in a generic plan and at its true length in a custom one, so
+    PostgreSQL would plan the statement afresh on every execution."""
+    sent = func.contactbase_each(emails).table_valued("normalised").render_derived(name="sent")
     owner = (
         select(ContactEmail.contact_id)
         .where(ContactEmail.space_id == SPACE, ContactEmail.normalised == sent.c.normalised)
