@@ -7,9 +7,13 @@ emails (identity resolution). The backend is chosen here and nowhere else:
   known; when a concurrent create takes one of the emails first, the unique index fails the
   whole statement (after waiting for that create to commit), so nothing of it is written
   either way, and the request goes on to the merge below.
-- Otherwise (SQLite, and every merge) the write runs in one transaction on the writer, in a
-  savepoint retried whenever it loses a race: the unique (Space, normalised email) index
-  decides, and a create that loses merges on its next attempt.
+- A request that brings nothing new to the one contact owning its emails is answered from one
+  read of that contact (`_unchanged`), without a transaction.
+- Otherwise (SQLite, and every merge or update) the write runs in one write transaction
+  (`Lease.writing`: on PostgreSQL on the request's own connection, on SQLite on the single
+  writer), begun again whenever it loses a race: the unique (Space, normalised email) index
+  decides, and a create that loses merges on its next attempt. Its statements are prebuilt
+  (statements.py).
 
 The entry points own their transactions, because the shape of the transaction (none for the
 one-statement insert, one for a merge) is part of the backend's choice; batch, erasure and the
