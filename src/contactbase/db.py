@@ -250,8 +250,8 @@ def no_rows() -> None:
 class Lease:
     """A connection held for one request: on PostgreSQL a pooled connection's asyncpg
     connection, outside any transaction (each statement atomic on its own); on SQLite a reader
-    session in one WAL snapshot (writes take the single writer through `transaction`). Given
-    back with `release` by whoever took it (again, it does nothing)."""
+    session in one WAL snapshot (writes take the single writer through `writing` or
+    `session`). Given back with `release` by whoever took it (again, it does nothing)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db

@@ -134,11 +134,17 @@ async def contact_row(
     return await query.row(connection, {"space_id": space_id, "contact_id": contact_id})
 
 
-async def resolve(connection: Connection, space_id: int, contact_id: int) -> ContactRow:
+async def _resolved(connection: Connection, space_id: int, contact_id: int) -> ContactRow | None:
     """The row of the contact an id names: itself, or the survivor it was merged into."""
     row = await contact_row(connection, space_id, contact_id)
     if row is not None and row.merged_into_id is not None:
         row = await contact_row(connection, space_id, row.merged_into_id)
+    return row
+
+
+async def resolve(connection: Connection, space_id: int, contact_id: int) -> ContactRow:
+    """The row of the contact an id names (an alias names its survivor); 404 when none."""
+    row = await _resolved(connection, space_id, contact_id)
     if row is None:
         raise NotFound(f"No contact with id {contact_id}.")
     return row
@@ -211,9 +217,7 @@ async def whole_contact(
         params = {"space_id": space_id, "contact_id": contact_id}
         whole = await WHOLE_CONTACT.row(connection, params)
         return None if whole is None else (whole.contact, whole.values)
-    row = await contact_row(connection, space_id, contact_id)
-    if row is not None and row.merged_into_id is not None:
-        row = await contact_row(connection, space_id, row.merged_into_id)
+    row = await _resolved(connection, space_id, contact_id)
     if row is None:
         return None
     return row, await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})

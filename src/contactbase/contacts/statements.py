@@ -34,10 +34,14 @@ IN_SPACE = bindparam("space", type_=BigInteger)
 IDS = ARRAY(BigInteger)
 
 
-def _ids(column: Any, name: str) -> tuple[Any, Any]:
-    """`column` among the list `name`: PostgreSQL's condition, and SQLite's."""
-    return column == func.any(bindparam(name, type_=IDS)), column.in_(
-        bindparam(name, expanding=True)
+def _of_ids(statement: Any, column: Any, row: Any = no_rows) -> Prepared[Any]:
+    """`statement` for the rows whose `column` is among the list `ids`: PostgreSQL binds the
+    list as an array (`= ANY`), SQLite expands it (`IN`)."""
+    ids = column == func.any(bindparam("ids", type_=IDS))
+    return Prepared(
+        statement.where(ids),
+        row,
+        sqlite=statement.where(column.in_(bindparam("ids", expanding=True))),
     )
 
 
@@ -163,13 +167,14 @@ UPDATE_CONTACT = Prepared(
     no_rows,
 )
 
-_locked = select(*CONTACT_COLUMNS).where(Contact.space_id == SPACE).order_by(Contact.id)
-_pg, _sqlite = _ids(Contact.id, "ids")
 # The contacts `ids`, locked until the transaction ends, oldest first.
-LOCK_CONTACTS = Prepared(
-    _locked.where(_pg).with_for_update(),
+LOCK_CONTACTS = _of_ids(
+    select(*CONTACT_COLUMNS)
+    .where(Contact.space_id == SPACE)
+    .order_by(Contact.id)
+    .with_for_update(),
+    Contact.id,
     ContactRow.of,
-    sqlite=_locked.where(_sqlite).with_for_update(),
 )
 
 # The collections' values: in (PostgreSQL, from arrays; SQLite inserts them as many rows,
@@ -207,27 +212,19 @@ DELETE_VALUES = {
     for kind, table in VALUE_TABLES.items()
 }
 DELETE_VALUES_OF = {
-    kind: Prepared(
-        delete(table).where(table.space_id == SPACE, _ids(table.contact_id, "ids")[0]),
-        no_rows,
-        sqlite=delete(table).where(table.space_id == SPACE, _ids(table.contact_id, "ids")[1]),
-    )
+    kind: _of_ids(delete(table).where(table.space_id == SPACE), table.contact_id)
     for kind, table in VALUE_TABLES.items()
 }
 
 # Make contacts `ids` aliases of `survivor`, and re-point the aliases they had.
-_pg_aliases, _sqlite_aliases = _ids(Contact.merged_into_id, "ids")
-_repoint = update(Contact).values(merged_into_id=bindparam("survivor", type_=BigInteger))
-REPOINT_ALIASES = Prepared(
-    _repoint.where(Contact.space_id == IN_SPACE, _pg_aliases),
-    no_rows,
-    sqlite=_repoint.where(Contact.space_id == IN_SPACE, _sqlite_aliases),
+SURVIVOR = bindparam("survivor", type_=BigInteger)
+REPOINT_ALIASES = _of_ids(
+    update(Contact).where(Contact.space_id == IN_SPACE).values(merged_into_id=SURVIVOR),
+    Contact.merged_into_id,
 )
-_retire = update(Contact).values(
-    merged_into_id=bindparam("survivor", type_=BigInteger), updated_at=bindparam("now")
-)
-RETIRE = Prepared(
-    _retire.where(Contact.space_id == IN_SPACE, _pg),
-    no_rows,
-    sqlite=_retire.where(Contact.space_id == IN_SPACE, _sqlite),
+RETIRE = _of_ids(
+    update(Contact)
+    .where(Contact.space_id == IN_SPACE)
+    .values(merged_into_id=SURVIVOR, updated_at=bindparam("now")),
+    Contact.id,
 )

@@ -252,9 +252,8 @@ async def _insert_if_new(
     now = utcnow()
     values = incoming.shown()
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
-    params.update(incoming.slots)
+    params |= incoming.slots | _primaries(values)
     for kind, rows in incoming.values.items():
-        params[PRIMARY_COLUMN[kind]] = values[kind][0] if rows else None
         params[f"{kind}_positions"] = list(range(len(rows)))
         params[f"{kind}_values"] = values[kind]
         params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
