@@ -20,7 +20,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.sql import ClauseElement
 
 from contactbase.contacts.reads import CONTACT_ROW_QUERY, CONTACT_VALUES
-from contactbase.db import Prepared
+from contactbase.prepared import Prepared
 from contactbase.spaces.service import KEY_LOOKUP, hash_key
 
 PRAGMAS = ("journal_mode=WAL", "foreign_keys=ON", "busy_timeout=10000", "synchronous=FULL")

@@ -101,16 +101,16 @@ def answered(response: httpx.Response) -> Any:
 async def until_waiting_on_a_lock(app: FastAPI, db: Database) -> None:
     """Return once a request of `app` waits on a lock that the test holds, so that a race the
     test stages certainly happens: on PostgreSQL a backend waiting for a lock; on SQLite the
-    app's single writer connection taken (the request is then in BEGIN IMMEDIATE, behind the
-    test's transaction). Fails after 10 seconds."""
-    writer_pool = state_of(app).db.writer_engine.sync_engine.pool
+    app's writer retrying BEGIN IMMEDIATE, behind the test's transaction). Fails after 10
+    seconds."""
+    embedded = state_of(app).db.embedded
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE wait_event_type = 'Lock' AND datname = current_database()"
     )
     for _ in range(1000):
-        if db.is_sqlite:
-            if writer_pool.checkedout() > 0:  # type: ignore[attr-defined]
+        if embedded is not None:
+            if embedded.writer_waiting:
                 return
         else:
             async with db.reader() as session:

@@ -1,7 +1,9 @@
-"""SQLite's settings hold on every connection the app opens: WAL, foreign keys, and
-synchronous=FULL, so that an acknowledged write survives a power cut (SPEC 6.8)."""
+"""SQLite's request path (contactbase.sqlite): its settings hold on every connection the app
+opens (WAL, foreign keys, synchronous=FULL, so that an acknowledged write survives a power cut,
+SPEC 6.8), and group commit keeps each write whole and alone."""
 
 import asyncio
+import sqlite3
 from contextlib import AsyncExitStack
 
 import pytest
@@ -9,8 +11,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from contactbase.db import Database
+from contactbase.sqlite import Embedded, SqliteConnection, Work
 
 FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
+SETTINGS = ("synchronous", "journal_mode", "foreign_keys")
+
+
+@pytest.fixture
+def embedded(db: Database, is_postgres: bool) -> Embedded:
+    if is_postgres or db.embedded is None:
+        pytest.skip("SQLite's request path: the SQLite pass (make test-sqlite) checks it")
+    return db.embedded
 
 
 async def pragmas_of_every_connection(
@@ -23,17 +34,94 @@ async def pragmas_of_every_connection(
         found = []
         for connection in connections:
             values = []
-            for pragma in ("synchronous", "journal_mode", "foreign_keys"):
+            for pragma in SETTINGS:
                 values.append((await connection.execute(text(f"PRAGMA {pragma}"))).scalar_one())
             found.append((values[0], values[1], values[2]))
         return found
 
 
-async def test_every_connection_is_durable(db: Database, is_postgres: bool) -> None:
-    if is_postgres:
-        pytest.skip("SQLite's settings: the SQLite pass (make test-sqlite) checks them")
+async def pragmas_of(connection: SqliteConnection) -> tuple[int, str, int]:
+    values = [(await connection.fetch(f"PRAGMA {pragma}", ()))[0][0] for pragma in SETTINGS]
+    return values[0], values[1], values[2]
+
+
+async def test_every_connection_is_durable(db: Database, embedded: Embedded) -> None:
     readers, writers = await asyncio.gather(
         pragmas_of_every_connection(db.engine, 5),  # the fixture's pool size
         pragmas_of_every_connection(db.writer_engine, 1),
     )
-    assert readers + writers == [(FULL, "wal", 1)] * 6
+    taken = [await embedded.take() for _ in range(5)]
+    try:
+        request_path = [await pragmas_of(connection) for connection in taken]
+        request_path.append(await embedded.write(pragmas_of))
+    finally:
+        for connection in taken:
+            embedded.give(connection)
+    assert readers + writers + request_path == [(FULL, "wal", 1)] * 12
+
+
+async def make_table(embedded: Embedded) -> None:
+    async def create(connection: SqliteConnection) -> None:
+        await connection.execute("CREATE TABLE IF NOT EXISTS t (n INTEGER PRIMARY KEY)")
+        await connection.execute("DELETE FROM t")
+
+    await embedded.write(create)
+
+
+async def stored(embedded: Embedded) -> list[int]:
+    reader = await embedded.take()
+    try:
+        return [n for (n,) in await reader.fetch("SELECT n FROM t ORDER BY n", ())]
+    finally:
+        embedded.give(reader)
+
+
+def insert(n: int, *, then_fail: bool = False) -> Work:
+    async def work(connection: SqliteConnection) -> int:
+        await connection.execute("INSERT INTO t (n) VALUES (?)", (n,))
+        if then_fail:
+            raise ValueError(f"write {n} refused after its insert")
+        return n
+
+    return work
+
+
+async def test_concurrent_writes_share_one_commit_and_a_failing_one_leaves_nothing(
+    embedded: Embedded,
+) -> None:
+    await make_table(embedded)
+    commits = embedded.commits
+    outcomes = await asyncio.gather(
+        *(embedded.write(insert(n, then_fail=n == 3)) for n in range(1, 7)),
+        return_exceptions=True,
+    )
+    assert embedded.commits == commits + 1  # six writes, one transaction
+    assert outcomes[:2] + outcomes[3:] == [1, 2, 4, 5, 6]
+    assert isinstance(outcomes[2], ValueError)
+    assert await stored(embedded) == [1, 2, 4, 5, 6]  # write 3 rolled back to its savepoint
+
+
+async def test_a_failed_commit_fails_every_write_of_its_group(embedded: Embedded) -> None:
+    """A commit that fails (here a foreign key checked at COMMIT) acknowledges none of the
+    writes it held; the writer goes on with the next ones."""
+    await make_table(embedded)
+
+    async def create_parent(connection: SqliteConnection) -> None:
+        await connection.execute("CREATE TABLE IF NOT EXISTS child (p INTEGER REFERENCES t(n))")
+
+    await embedded.write(create_parent)
+
+    async def orphan(connection: SqliteConnection) -> None:
+        await connection.execute("PRAGMA defer_foreign_keys = ON")
+        await connection.execute("INSERT INTO child (p) VALUES (999)")
+
+    outcomes = await asyncio.gather(
+        embedded.write(insert(1)),
+        embedded.write(orphan),
+        embedded.write(insert(2)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(outcome, sqlite3.IntegrityError) for outcome in outcomes), outcomes
+    assert await stored(embedded) == []
+    assert await embedded.write(insert(3)) == 3
+    assert await stored(embedded) == [3]

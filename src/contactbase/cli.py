@@ -241,6 +241,8 @@ def serve(
             f"contactbase on {about['url']} ({workers} worker(s), database {database}); "
             f"API docs at {about['docs']}"
         )
+    if as_json:
+        os.environ["CONTACTBASE_ACCESS_LOG"] = "false"  # read by each worker's Settings
     uvicorn.run(
         "contactbase.app:create_app",
         factory=True,
@@ -248,7 +250,7 @@ def serve(
         port=port,
         workers=workers,
         log_level="info",
-        access_log=not as_json,
+        access_log=False,  # the app writes its own (middleware.access_line)
     )
 
 
@@ -273,11 +275,9 @@ def demo(
     async def ensure(session: AsyncSession) -> tuple[str, bool]:
         if key_file.exists():
             saved = key_file.read_text().strip()
-            try:
-                await service.authenticate(session, saved)
+            if await service.key_in_use(session, saved):
                 return saved, False
-            except ApiError:
-                pass  # the database was reset, or the key revoked: make a new one
+            # Otherwise the database was reset, or the key revoked: make a new one.
         space = await service.create_space(session, "Demo")
         _key, raw_key = await service.create_key(session, space.id, "demo")
         return raw_key, True

@@ -3,14 +3,14 @@
 import asyncio
 import errno
 import socket
-from collections.abc import AsyncIterator, Callable
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, TypeVar
 
 import asyncpg
 from sqlalchemy import BigInteger, Integer, MetaData, event
-from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import (
     DBAPIError,
@@ -27,9 +27,13 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
-from sqlalchemy.sql import ClauseElement, Executable
-from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.util import greenlet_spawn
+
+from contactbase import sqlite
+from contactbase.prepared import Connection
+from contactbase.sqlite import SqliteConnection
+
+T = TypeVar("T")
 
 # A 64-bit id on PostgreSQL; SQLite assigns ids only to a column declared INTEGER PRIMARY KEY.
 Id = BigInteger().with_variant(Integer(), "sqlite")
@@ -65,18 +69,7 @@ def _sqlite_engine(url: URL, *, begin: str, pool_size: int) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "connect")
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Take transaction control from the driver so that SAVEPOINT works and writers can
-        # start with BEGIN IMMEDIATE (no "database is locked" upgrade failures mid-transaction).
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in (
-            "journal_mode=WAL",
-            "foreign_keys=ON",
-            "busy_timeout=10000",
-            "synchronous=FULL",  # an acknowledged write survives a power cut (SPEC 6.8)
-        ):
-            cursor.execute(f"PRAGMA {pragma}")
-        cursor.close()
+        sqlite.configure(dbapi_connection)
 
     @event.listens_for(engine.sync_engine, "begin")
     def on_begin(connection: Any) -> None:
@@ -91,11 +84,14 @@ class Database:
     def __init__(self, url: str, *, pool_size: int = 10) -> None:
         self.url = async_url(url)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.embedded: sqlite.Embedded | None = None
         if self.is_sqlite:
             # SQLite allows one writer at a time: queue writers on one connection here rather
             # than have them spin on the file lock; readers use WAL snapshots alongside.
             self.engine = _sqlite_engine(self.url, begin="BEGIN", pool_size=pool_size)
             self.writer_engine = _sqlite_engine(self.url, begin="BEGIN IMMEDIATE", pool_size=1)
+            # The request path's own connections (contactbase.sqlite).
+            self.embedded = sqlite.Embedded(self.url.database or "", readers=pool_size)
         else:
             # No pre-ping (a round trip per request): a connection that died with the server
             # fails its request with 503, and SQLAlchemy then discards the whole pool, so the
@@ -123,6 +119,8 @@ class Database:
         self.writer = async_sessionmaker(self.writer_engine, expire_on_commit=False)
 
     async def dispose(self) -> None:
+        if self.embedded is not None:
+            await self.embedded.close()
         await self.engine.dispose()
         if self.writer_engine is not self.engine:
             await self.writer_engine.dispose()
@@ -134,8 +132,14 @@ def _sqlstate(exc: BaseException) -> str:
 
 
 # The errors of the database: SQLAlchemy's (and its stand-ins for the driver's, raised when
-# the pool connects), and asyncpg's raised on the direct path.
-DRIVER_ERRORS = (DBAPIError, EmulatedDBAPIException, asyncpg.PostgresError, asyncpg.InterfaceError)
+# the pool connects), and those of asyncpg and sqlite3 raised on the request path.
+DRIVER_ERRORS = (
+    DBAPIError,
+    EmulatedDBAPIException,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    sqlite3.Error,
+)
 
 
 # Socket failures of a connection to the database (not, say, a full disk).
@@ -150,6 +154,17 @@ CONNECTION_ERRNOS = {
 }
 
 
+SQLITE_UNAVAILABLE = {
+    sqlite3.SQLITE_BUSY,
+    sqlite3.SQLITE_LOCKED,
+    sqlite3.SQLITE_IOERR,
+    sqlite3.SQLITE_FULL,
+    sqlite3.SQLITE_CANTOPEN,
+    sqlite3.SQLITE_READONLY,
+    sqlite3.SQLITE_PROTOCOL,
+}
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True when the database cannot be reached or is not accepting work right now."""
     if isinstance(exc, ConnectionError | asyncio.TimeoutError | PoolTimeoutError | socket.gaierror):
@@ -161,6 +176,9 @@ def is_unavailable(exc: BaseException) -> bool:
     orig = getattr(exc, "orig", None)
     if isinstance(exc, EmulatedDBAPIException) and isinstance(orig, Exception):
         return is_unavailable(orig) or _sqlstate(exc) in ("57P01", "57P02", "57P03", "53300")
+    if isinstance(exc, sqlite3.Error):
+        # The file locked beyond the wait, unreadable, or its disk full (not a bad statement).
+        return exc.sqlite_errorcode & 0xFF in SQLITE_UNAVAILABLE
     if not isinstance(exc, DRIVER_ERRORS):
         return False
     state = _sqlstate(exc)
@@ -184,6 +202,8 @@ def is_unique_violation(exc: BaseException) -> bool:
     """A unique index refused a row, whichever driver said so."""
     if isinstance(exc, asyncpg.UniqueViolationError):
         return True
+    if isinstance(exc, sqlite3.IntegrityError):
+        return "UNIQUE constraint failed" in str(exc)
     if not isinstance(exc, IntegrityError):
         return False
     return _sqlstate(exc) == "23505" or "UNIQUE constraint failed" in str(exc.orig)
@@ -198,66 +218,17 @@ async def transaction(db: Database, *, write: bool) -> AsyncIterator[AsyncSessio
         yield session
 
 
-# A connection for prebuilt statements: asyncpg's own on PostgreSQL, else a SQLAlchemy session.
-Connection: TypeAlias = "asyncpg.Connection[Any] | AsyncSession"
-Row = TypeVar("Row")
-
-
-class Prepared(Generic[Row]):
-    """A statement built once and compiled once, whose rows come as `row` (a NamedTuple of
-    its columns, so every column read is typed). On PostgreSQL it runs straight on asyncpg,
-    past SQLAlchemy's execution path (docs/performance.md); on SQLite it runs through a
-    session as any statement. Where the two dialects need different SQL (PostgreSQL binds a
-    list as an array, `= ANY(:ids)`; SQLite expands it, `IN (:ids)`), `sqlite` is SQLite's
-    form of the same statement, with the same parameters."""
-
-    def __init__(
-        self, statement: Executable, row: Callable[..., Row], *, sqlite: Executable | None = None
-    ) -> None:
-        self.statement = statement
-        self.sqlite = sqlite if sqlite is not None else statement
-        self.row_type = row
-        dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
-        compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
-        self.sql = str(compiled)
-        self.names = list(compiled.positiontup or ())
-
-    async def rows(self, connection: Connection, params: dict[str, Any]) -> list[Row]:
-        make = self.row_type
-        if isinstance(connection, AsyncSession):
-            result = await (await connection.connection()).execute(self.sqlite, params)
-            return [make(*row) for row in result]
-        records = await connection.fetch(self.sql, *(params[name] for name in self.names))
-        return [make(*record) for record in records]
-
-    async def row(self, connection: Connection, params: dict[str, Any]) -> Row | None:
-        """The first row, or None."""
-        rows = await self.rows(connection, params)
-        return rows[0] if rows else None
-
-    async def run(self, connection: Connection, params: dict[str, Any]) -> None:
-        """Run a statement that returns no rows."""
-        if isinstance(connection, AsyncSession):
-            await (await connection.connection()).execute(self.sqlite, params)
-        else:
-            await connection.execute(self.sql, *(params[name] for name in self.names))
-
-
-def no_rows() -> None:
-    """The `row` of a statement that returns none."""
-
-
 class Lease:
-    """A connection held for one request: on PostgreSQL a pooled connection's asyncpg
-    connection, outside any transaction (each statement atomic on its own); on SQLite a reader
-    session in one WAL snapshot (writes take the single writer through `writing` or
-    `session`). Given back with `release` by whoever took it (again, it does nothing)."""
+    """A connection held for one request, taken at its first use: on PostgreSQL a pooled
+    connection's asyncpg connection, outside any transaction (each statement atomic on its
+    own); on SQLite a reader in one WAL snapshot (contactbase.sqlite). Writes go through
+    `write`, work of SQLAlchemy's through `session`. Given back with `release` by whoever took
+    it (again, it does nothing)."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
         self._connection: Connection | None = None
         self._pooled: Any = None
-        self._session: AsyncSession | None = None
         self._released = False
 
     async def connect(self) -> Connection:
@@ -265,10 +236,8 @@ class Lease:
         if self._connection is None:
             if self._released:
                 raise RuntimeError("this lease was given back")
-            if self.db.is_sqlite:
-                self._session = self.db.reader()
-                await self._session.begin()
-                self._connection = self._session
+            if self.db.embedded is not None:
+                self._connection = await self.db.embedded.take()
             else:
                 self._pooled = await self.db.engine.raw_connection()
                 self._connection = self._pooled.driver_connection
@@ -276,32 +245,25 @@ class Lease:
 
     @asynccontextmanager
     async def session(self, *, write: bool = False) -> AsyncIterator[AsyncSession]:
-        """A transaction for work of several statements. A read on SQLite uses the lease's own
-        session (one snapshot with the key's check); otherwise the lease is given back first,
-        so that a request never holds two connections (with the pool taken, two requests
-        could wait on each other)."""
-        if not write and self.db.is_sqlite:
-            connection = await self.connect()
-            assert isinstance(connection, AsyncSession)
-            yield connection
-            return
+        """A transaction of SQLAlchemy's, for work of several statements built on the fly. The
+        lease is given back first, so that a request never holds two connections (with the
+        pool taken, two requests could wait on each other)."""
         await self.release()
         async with transaction(self.db, write=write) as session:
             yield session
 
-    @asynccontextmanager
-    async def writing(self) -> AsyncIterator[Connection]:
-        """One write transaction, committed when the block ends, else rolled back: on
-        PostgreSQL on the lease's own connection (so a request never holds two), on SQLite on
-        the single writer (the lease's reader given back first)."""
-        if self.db.is_sqlite:
-            async with self.session(write=True) as session:
-                yield session
-            return
+    async def write(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        """`work` in one write transaction, committed before this returns, else rolled back:
+        on PostgreSQL on the lease's own connection (so a request never holds two), on SQLite
+        on the single writer, with the writes queued beside it (the lease's reader given back
+        first)."""
+        if self.db.embedded is not None:
+            await self.release()
+            return await self.db.embedded.write(work)
         connection = await self.connect()
-        assert not isinstance(connection, AsyncSession)
+        assert not isinstance(connection, SqliteConnection)
         async with connection.transaction():
-            yield connection
+            return await work(connection)
 
     async def release(self, failure: BaseException | None = None) -> None:
         """Give the connection back: kept after success (the caller passes no failure when the
@@ -312,8 +274,9 @@ class Lease:
         self._released = True
         if self._connection is None:
             return
-        if self._session is not None:
-            await self._session.close()
+        if isinstance(self._connection, SqliteConnection):
+            assert self.db.embedded is not None
+            self.db.embedded.give(self._connection, failed=failure is not None)
             return
         pooled, connection = self._pooled, self._pooled.driver_connection
         try:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
@@ -82,12 +82,26 @@ class Operation:
     # Path parameters: name -> OpenAPI parameter schema and description.
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
     pattern: re.Pattern[str] = field(init=False)
+    # The query of a request that sends none (most do), parsed once; None when it is invalid.
+    no_query: BaseModel | None = field(init=False)
 
     def __post_init__(self) -> None:
         pattern, _format, converters = compile_path(self.path)
         if set(converters) != set(self.parameters):
             raise ValueError(f"{self.path}: document each path parameter, and only those")
         object.__setattr__(self, "pattern", pattern)
+        try:
+            no_query: BaseModel | None = self.query.model_validate({})
+        except ValidationError:
+            no_query = None
+        object.__setattr__(self, "no_query", no_query)
+
+    def parse_query(self, request: Request) -> BaseModel:
+        """The query, validated against the declared model (a copy of the parse made once,
+        when the request sends none)."""
+        if self.no_query is not None and not request.scope["query_string"]:
+            return self.no_query.model_copy()
+        return parse_query(self.query, request)
 
     @property
     def static(self) -> bool:
@@ -217,7 +231,7 @@ class Dispatcher:
             caller = None
             if operation.access is not None:
                 caller = await authorise(state, request, lease, operation.access)
-            query = parse_query(operation.query, request)
+            query = operation.parse_query(request)
             body = None
             if operation.body is not None:
                 body = parse_body(operation.body, await request.body())

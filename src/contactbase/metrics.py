@@ -1,5 +1,7 @@
 """The service's Prometheus metrics, in a registry of each app's own."""
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 
@@ -31,3 +33,18 @@ class Metrics:
             "Requests answered 503: database unavailable.",
             registry=self.registry,
         )
+        # The labelled children of each request's two metrics, by their labels
+        # (prometheus_client finds them under a lock, at a cost on every request).
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def answered(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count a request answered, and its time."""
+        children = self._children.get((method, route, status))
+        if children is None:
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)

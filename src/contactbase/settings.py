@@ -27,6 +27,9 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often workers look for queued exports."
     )
     db_pool_size: int = Field(default=10, ge=1)
+    access_log: bool = Field(
+        default=True, description="A line per request on standard output (`serve --json`: off)."
+    )
     secret_key: str | None = Field(
         default=None,
         description="Signs cursors; when unset, a secret generated at `migrate` and kept in the "

@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 
 from contactbase.contacts.exports import sign_download
-from contactbase.db import Database
+from contactbase.db import Database, Lease
 from contactbase.spaces.service import signing_secret
 from contactbase.state import state_of
 from tests.factories import (
@@ -112,8 +112,11 @@ def headers(responses: list[httpx.Response], name: str) -> list[str]:
 
 
 async def the_signing_key(db: Database) -> bytes:
-    async with db.reader() as session:
-        return await signing_secret(session)
+    lease = Lease(db)
+    try:
+        return await signing_secret(await lease.connect())
+    finally:
+        await lease.release()
 
 
 async def test_queueing_answers_202_and_polling_shows_queued(

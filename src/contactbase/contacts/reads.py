@@ -32,8 +32,10 @@ from contactbase.contacts.models import (
 from contactbase.contacts.pagination import Cursor
 from contactbase.contacts.schemas import ContactDetail
 from contactbase.contacts.values import normalise_email, normalise_phone
-from contactbase.db import Connection, Id, Prepared
+from contactbase.db import Id
 from contactbase.errors import NotFound
+from contactbase.prepared import Connection, Prepared, among
+from contactbase.sqlite import SqliteConnection
 
 
 class ValueRow(NamedTuple):
@@ -102,9 +104,7 @@ CONTACTS_VALUES = Prepared(
         lambda table: table.contact_id == func.any(bindparam("contact_ids", type_=ARRAY(Id)))
     ),
     ValueRow,
-    sqlite=_values_query(
-        lambda table: table.contact_id.in_(bindparam("contact_ids", expanding=True))
-    ),
+    sqlite=_values_query(lambda table: among(table.contact_id, "contact_ids")),
 )
 
 
@@ -211,9 +211,9 @@ async def whole_contact(
 ) -> tuple[ContactRow, list[ValueRow]] | None:
     """The contact an id names (an alias names its survivor) with all its values, as one
     state of it; None when the Space has no such id. On PostgreSQL one statement
-    (WHOLE_CONTACT); on SQLite the row and the values, read in the snapshot of the session's
+    (WHOLE_CONTACT); on SQLite the row and the values, read in the snapshot of the reader's
     transaction (SQLite has no LATERAL)."""
-    if not isinstance(connection, AsyncSession):
+    if not isinstance(connection, SqliteConnection):
         params = {"space_id": space_id, "contact_id": contact_id}
         whole = await WHOLE_CONTACT.row(connection, params)
         return None if whole is None else (whole.contact, whole.values)

@@ -26,7 +26,8 @@ Phone = Annotated[
 Text = Annotated[str, AfterValidator(clean_text), Field(json_schema_extra={"minLength": 1})]
 # Timestamps go out as 2026-11-26T08:00:00Z (UTC, whole seconds).
 Timestamp = Annotated[
-    datetime, PlainSerializer(lambda value: value.strftime("%Y-%m-%dT%H:%M:%SZ"), return_type=str)
+    datetime,
+    PlainSerializer(lambda value: value.isoformat(timespec="seconds") + "Z", return_type=str),
 ]
 
 

@@ -1,8 +1,8 @@
 """The statements of contact writes, built once from the models and compiled once (db.Prepared).
 
 Each is PostgreSQL's form, run on asyncpg; where SQLite needs other SQL for the same work
-(PostgreSQL binds a list as an array, SQLite expands it), SQLite's form sits beside it with the
-same parameters. The lists of ids and values are passed as lists either way.
+(PostgreSQL binds a list as an array, SQLite reads it from JSON), SQLite's form sits beside it
+with the same parameters. The lists of ids and values are passed as lists either way.
 """
 
 from typing import Any, NamedTuple
@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
 from contactbase.contacts.reads import CONTACT_COLUMNS, ContactRow
-from contactbase.db import Prepared, no_rows
+from contactbase.prepared import Prepared, among, json_each, no_rows
 
 SPACE = bindparam("space_id", type_=BigInteger)
 # In an INSERT or UPDATE, a parameter may not bear a column's name: the Space there is `space`.
@@ -36,13 +36,9 @@ IDS = ARRAY(BigInteger)
 
 def _of_ids(statement: Any, column: Any, row: Any = no_rows) -> Prepared[Any]:
     """`statement` for the rows whose `column` is among the list `ids`: PostgreSQL binds the
-    list as an array (`= ANY`), SQLite expands it (`IN`)."""
+    list as an array (`= ANY`), SQLite reads it from JSON."""
     ids = column == func.any(bindparam("ids", type_=IDS))
-    return Prepared(
-        statement.where(ids),
-        row,
-        sqlite=statement.where(column.in_(bindparam("ids", expanding=True))),
-    )
+    return Prepared(statement.where(ids), row, sqlite=statement.where(among(column, "ids")))
 
 
 class Owner(NamedTuple):
@@ -73,8 +69,7 @@ OWNERS = Prepared(
     _owner_lookups(bindparam("emails", type_=ARRAY(Text))),
     Owner,
     sqlite=select(ContactEmail.normalised, ContactEmail.contact_id).where(
-        ContactEmail.space_id == bindparam("space_id"),
-        ContactEmail.normalised.in_(bindparam("emails", expanding=True)),
+        ContactEmail.space_id == SPACE, among(ContactEmail.normalised, "emails")
     ),
 )
 
@@ -177,24 +172,13 @@ LOCK_CONTACTS = _of_ids(
     ContactRow.of,
 )
 
-# The collections' values: in (PostgreSQL, from arrays; SQLite inserts them as many rows,
-# writes._insert_values), and out, of one contact or of several.
-INSERT_VALUES = {
-    kind: Prepared(
-        insert(table).from_select(
-            ["space_id", "contact_id", "position", "value", "normalised"],
-            select(
-                SPACE,
-                bindparam("contact_id", type_=BigInteger),
-                rows.c.position,
-                rows.c.value,
-                rows.c.normalised,
-            ).select_from(rows),
-        ),
-        no_rows,
-    )
-    for kind, table in VALUE_TABLES.items()
-    for rows in [
+
+def _insert_values(table: Any) -> Prepared[None]:
+    """The values of one contact into `table`, from three lists of one length: positions,
+    values and their normal forms (PostgreSQL as arrays, SQLite as JSON)."""
+    columns = ["space_id", "contact_id", "position", "value", "normalised"]
+    contact = bindparam("contact_id", type_=BigInteger)
+    rows = (
         func.unnest(
             bindparam("positions", type_=ARRAY(Integer)),
             bindparam("values", type_=ARRAY(Text)),
@@ -202,8 +186,30 @@ INSERT_VALUES = {
         )
         .table_valued("position", "value", "normalised")
         .render_derived(name="v")
-    ]
-}
+    )
+    listed = [json_each(name, name) for name in ("positions", "values", "normalised")]
+    positions, values, normalised = listed
+    return Prepared(
+        insert(table).from_select(
+            columns,
+            select(SPACE, contact, rows.c.position, rows.c.value, rows.c.normalised).select_from(
+                rows
+            ),
+        ),
+        no_rows,
+        sqlite=insert(table).from_select(
+            columns,
+            select(SPACE, contact, positions.c.value, values.c.value, normalised.c.value)
+            .select_from(positions)
+            .join(values, values.c.key == positions.c.key)
+            .join(normalised, normalised.c.key == positions.c.key)
+            .order_by(positions.c.key),
+        ),
+    )
+
+
+# The collections' values: in, and out, of one contact or of several.
+INSERT_VALUES = {kind: _insert_values(table) for kind, table in VALUE_TABLES.items()}
 DELETE_VALUES = {
     kind: Prepared(
         delete(table).where(table.space_id == SPACE, table.contact_id == bindparam("contact_id")),

@@ -10,10 +10,10 @@ emails (identity resolution). The backend is chosen here and nowhere else:
 - A request that brings nothing new to the one contact owning its emails is answered from one
   read of that contact (`_unchanged`), without a transaction.
 - Otherwise (SQLite, and every merge or update) the write runs in one write transaction
-  (`Lease.writing`: on PostgreSQL on the request's own connection, on SQLite on the single
-  writer), begun again whenever it loses a race: the unique (Space, normalised email) index
-  decides, and a create that loses merges on its next attempt. Its statements are prebuilt
-  (statements.py).
+  (`Lease.write`: on PostgreSQL on the request's own connection, on SQLite on the single
+  writer, committed together with the writes queued beside it), begun again whenever it
+  loses a race: the unique (Space, normalised email) index decides, and a create that
+  loses merges on its next attempt. Its statements are prebuilt (statements.py).
 
 The entry points own their transactions, because the shape of the transaction (none for the
 one-statement insert, one for a merge) is part of the backend's choice; batch, erasure and the
@@ -26,8 +26,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
-from sqlalchemy import insert
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
@@ -48,13 +46,13 @@ from contactbase.contacts.statements import (
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
 from contactbase.db import (
     DRIVER_ERRORS,
-    Connection,
     Lease,
     is_retryable,
     is_unique_violation,
     utcnow,
 )
 from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
+from contactbase.prepared import Connection
 from contactbase.validation import show
 
 T = TypeVar("T")
@@ -232,8 +230,7 @@ async def _attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -
     index taken first, a deadlock, contacts changed between their look-up and their lock)."""
     for _attempt_number in range(MAX_ATTEMPTS):
         try:
-            async with lease.writing() as connection:
-                return await write(connection)
+            return await lease.write(write)
         except _Raced:
             continue
         except DRIVER_ERRORS as exc:
@@ -311,21 +308,6 @@ async def _insert_values(
         return
     # Emails go in sorted order, as in NEW_CONTACT: concurrent writes lock them in one order.
     ordered = sorted(rows, key=lambda row: row[1][1]) if kind == "emails" else rows
-    if isinstance(connection, AsyncSession):  # SQLite: one statement, many rows
-        await (await connection.connection()).execute(
-            insert(VALUE_TABLES[kind]),
-            [
-                {
-                    "space_id": space_id,
-                    "contact_id": contact_id,
-                    "position": position,
-                    "value": value,
-                    "normalised": normalised,
-                }
-                for position, (value, normalised) in ordered
-            ],
-        )
-        return
     params = {
         "space_id": space_id,
         "contact_id": contact_id,

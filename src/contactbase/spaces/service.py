@@ -11,8 +11,9 @@ import orjson
 from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.db import Connection, Prepared, utcnow
+from contactbase.db import utcnow
 from contactbase.errors import InvalidInput, NotFound, SpaceInactive, Unauthenticated, invalid
+from contactbase.prepared import Connection, Prepared
 from contactbase.ratelimit import DEFAULT_LIMITS, ENDPOINTS
 from contactbase.spaces.models import ApiKey, ServiceSecret, Space
 
@@ -144,6 +145,16 @@ async def revoke_key(session: AsyncSession, key_id: int) -> ApiKey:
         key.revoked_at = utcnow()
         await session.flush()
     return key
+
+
+async def key_in_use(session: AsyncSession, raw_key: str) -> bool:
+    """The key is known, not revoked, and its Space active."""
+    status = await session.scalar(
+        select(Space.status)
+        .join(ApiKey, ApiKey.space_id == Space.id)
+        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
+    )
+    return status == "active"
 
 
 class KeyRow(NamedTuple):

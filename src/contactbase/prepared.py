@@ -1,0 +1,127 @@
+"""Prepared statements: built once from the models, compiled once, run past SQLAlchemy's
+execution path on the request path's own connections (asyncpg's, sqlite3's); and the one
+difference of SQL between the two that they need, how a list is passed."""
+
+from collections.abc import Callable
+from typing import Any, Generic, TypeAlias, TypeVar, cast
+
+import asyncpg
+import orjson
+from sqlalchemy import JSON, bindparam, func, select
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
+from sqlalchemy.sql import ClauseElement, Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from contactbase.sqlite import SqliteConnection
+
+# A connection of the request path: asyncpg's own on PostgreSQL, sqlite3's on SQLite.
+Connection: TypeAlias = "asyncpg.Connection[Any] | SqliteConnection"
+Row = TypeVar("Row")
+Processor = Callable[[Any], Any] | None
+SQLITE = SQLiteDialect_pysqlite()
+
+
+def _compiled(statement: Executable, dialect: Any) -> tuple[SQLCompiler, str, list[str]]:
+    compiled = cast(SQLCompiler, cast(ClauseElement, statement).compile(dialect=dialect))
+    return compiled, str(compiled), list(compiled.positiontup or ())
+
+
+def _json_text(value: Any) -> str:
+    """A list parameter as SQLite's json_each reads it (orjson: the stdlib's encoder cost
+    several percent of a create)."""
+    return orjson.dumps(value).decode()
+
+
+class _SqliteForm:
+    """A statement compiled for sqlite3, with the conversions SQLAlchemy would apply to its
+    parameters and its columns (SQLite keeps a datetime as text, a list here as JSON)."""
+
+    def __init__(self, statement: Executable) -> None:
+        compiled, self.sql, self.names = _compiled(statement, SQLITE)
+        kinds = [compiled.binds[name].type.dialect_impl(SQLITE) for name in self.names]
+        self.binds = [
+            _json_text if isinstance(kind, JSON) else kind.bind_processor(SQLITE) for kind in kinds
+        ]
+        columns = getattr(statement, "exported_columns", ())
+        self.results: list[Processor] = [
+            column.type.dialect_impl(SQLITE).result_processor(SQLITE, None) for column in columns
+        ]
+        self.converts = any(self.results)
+
+    def args(self, params: dict[str, Any]) -> list[Any]:
+        return [
+            params[name] if convert is None else convert(params[name])
+            for name, convert in zip(self.names, self.binds, strict=True)
+        ]
+
+    def converted(self, record: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(
+            value if convert is None or value is None else convert(value)
+            for value, convert in zip(record, self.results, strict=True)
+        )
+
+
+class Prepared(Generic[Row]):
+    """A statement built once and compiled once, whose rows come as `row` (a NamedTuple of
+    its columns, so every column read is typed). It runs past SQLAlchemy's execution path
+    (docs/performance.md): on asyncpg, which prepares it, or on sqlite3, with the conversions
+    of SQLAlchemy's column types. Where the two dialects need different SQL (PostgreSQL binds
+    a list as an array; SQLite reads it from JSON, `json_each`), `sqlite` is SQLite's form of
+    the same statement, with the same parameters."""
+
+    def __init__(
+        self, statement: Executable, row: Callable[..., Row], *, sqlite: Executable | None = None
+    ) -> None:
+        self.statement = statement
+        self.sqlite = sqlite if sqlite is not None else statement
+        self.row_type = row
+        dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]
+        _compiled_pg, self.sql, self.names = _compiled(statement, dialect)
+        self._sqlite_form: _SqliteForm | None = None  # compiled at its first use
+
+    @property
+    def sqlite_form(self) -> _SqliteForm:
+        if self._sqlite_form is None:
+            self._sqlite_form = _SqliteForm(self.sqlite)
+        return self._sqlite_form
+
+    async def rows(self, connection: Connection, params: dict[str, Any]) -> list[Row]:
+        make = self.row_type
+        if isinstance(connection, SqliteConnection):
+            form = self.sqlite_form
+            records = await connection.fetch(form.sql, form.args(params))
+            if form.converts:
+                records = [form.converted(record) for record in records]
+            return [make(*record) for record in records]
+        records = await connection.fetch(self.sql, *(params[name] for name in self.names))
+        return [make(*record) for record in records]
+
+    async def row(self, connection: Connection, params: dict[str, Any]) -> Row | None:
+        """The first row, or None."""
+        rows = await self.rows(connection, params)
+        return rows[0] if rows else None
+
+    async def run(self, connection: Connection, params: dict[str, Any]) -> None:
+        """Run a statement that returns no rows."""
+        if isinstance(connection, SqliteConnection):
+            form = self.sqlite_form
+            await connection.execute(form.sql, form.args(params))
+        else:
+            await connection.execute(self.sql, *(params[name] for name in self.names))
+
+
+def no_rows() -> None:
+    """The `row` of a statement that returns none."""
+
+
+def json_each(name: str, alias: str) -> Any:
+    """SQLite: the items of the list parameter `name`, sent as JSON, as rows (key, value)."""
+    return func.json_each(bindparam(name, type_=JSON)).table_valued("key", "value").alias(alias)
+
+
+def among(column: Any, name: str) -> Any:
+    """SQLite: `column` is among the items of the list parameter `name` (PostgreSQL's form is
+    `column = ANY(:name)`, the list bound as an array)."""
+    items = json_each(name, f"{name}_items")
+    return column.in_(select(items.c.value).select_from(items))
