@@ -10,6 +10,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import pytest
+import redis
 from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import text
@@ -67,6 +68,19 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     else:
         url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'contactbase.db'}"
     command.upgrade(migrations_config(url), "head")
+    return url
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The test Redis (its database 15 by default); in CI it must answer."""
+    url = os.environ.get("CONTACTBASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+    try:
+        redis.Redis.from_url(url).ping()
+    except redis.RedisError as exc:
+        if IN_CI:
+            pytest.fail(f"Redis at {url} is unreachable: {exc}")
+        pytest.skip(f"Redis at {url} is unreachable: {exc}")
     return url
 
 

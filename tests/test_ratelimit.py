@@ -17,24 +17,12 @@ import redis
 
 from contactbase.app import close, create_app
 from contactbase.db import Database
+from contactbase.ratelimit import mark_change
 from contactbase.settings import Settings
 from contactbase.spaces import service
-from tests.conftest import IN_CI
 from tests.factories import CONTACTS, bearer, make_key, make_space
 
 DEFAULTS: dict[str, int] = {}
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    url = os.environ.get("CONTACTBASE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-    try:
-        redis.Redis.from_url(url).ping()
-    except redis.RedisError as exc:
-        if IN_CI:
-            pytest.fail(f"Redis at {url} is unreachable: {exc}")
-        pytest.skip(f"Redis at {url} is unreachable: {exc}")
-    return url
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -58,9 +46,14 @@ async def serving(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         await close(app)
 
 
-async def set_limit(db: Database, space_id: int, endpoint: str, per_minute: int) -> None:
+async def set_limit(
+    db: Database, backend: str | None, space_id: int, endpoint: str, per_minute: int
+) -> None:
+    """As `contactbase space set-limit` does it: saved, then announced to the servers."""
     async with db.writer() as session, session.begin():
         await service.set_limit(session, space_id, endpoint, per_minute)
+    if backend is not None:
+        await mark_change(backend)
 
 
 def new_contact(n: int) -> dict[str, list[str]]:
@@ -114,11 +107,11 @@ async def test_an_override_lowers_and_raises_the_limit_at_once(
     async with serving(settings.model_copy(update={"redis_url": backend})) as client:
         statuses = [(await client.get(f"{CONTACTS}/1", headers=auth)).status_code for _ in range(4)]
         assert statuses == [404, 404, 404, 429]
-        await set_limit(db, space_id, "get", 5)
+        await set_limit(db, backend, space_id, "get", 5)
         raised = [(await client.get(f"{CONTACTS}/1", headers=auth)) for _ in range(3)]
         assert [r.status_code for r in raised] == [404, 404, 429]
         assert raised[0].headers["X-RateLimit-Limit"] == "5"
-        await set_limit(db, space_id, "get", 1)
+        await set_limit(db, backend, space_id, "get", 1)
         assert (await client.get(f"{CONTACTS}/1", headers=auth)).status_code == 429
 
 

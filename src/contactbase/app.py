@@ -26,6 +26,7 @@ from contactbase.openapi import complete_document
 from contactbase.operations import router as operations_router
 from contactbase.ratelimit import build_limiter
 from contactbase.settings import Settings
+from contactbase.spaces.keycache import KeyCache
 from contactbase.state import AppState, state_of
 from contactbase.validation import invalid_input
 
@@ -68,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         limiter=build_limiter(settings.redis_url, settings.rate_limit_window_seconds),
         exports=ExportWorker(db, settings.export_dir, settings.export_poll_seconds),
         schema_head=schema_head(),
+        keys=KeyCache(),
         signing_key=settings.secret_key.encode() if settings.secret_key else None,
     )
 

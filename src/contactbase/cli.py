@@ -8,13 +8,14 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.db import Database, async_url
-from contactbase.errors import ApiError
-from contactbase.ratelimit import ENDPOINTS
+from contactbase.errors import ApiError, ServiceUnavailable
+from contactbase.ratelimit import ENDPOINTS, mark_change
 from contactbase.settings import Settings
 from contactbase.spaces import service
 from contactbase.spaces.service import PERMISSIONS, key_view, space_view
@@ -36,16 +37,29 @@ errors = Console(stderr=True)
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON value and nothing else.")]
 
 
-def run(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
-    """Run `work` in one committed transaction against the configured database."""
+def run(work: Callable[[AsyncSession], Awaitable[T]], *, changes_access: bool = False) -> T:
+    """Run `work` in one committed transaction against the configured database. A change of
+    who may do what (`changes_access`) is then announced to the servers, whose cached keys
+    must not outlive it (spaces/keycache.py): through Redis, when one is configured."""
 
     async def main() -> T:
-        db = Database(Settings().database_url, pool_size=1)
+        settings = Settings()
+        db = Database(settings.database_url, pool_size=1)
         try:
             async with db.writer() as session, session.begin():
-                return await work(session)
+                done = await work(session)
         finally:
             await db.dispose()
+        if changes_access and settings.redis_url:
+            try:
+                await mark_change(settings.redis_url)
+            except (RedisError, OSError) as exc:
+                raise ServiceUnavailable(
+                    "The change is saved, but Redis could not be reached to tell the servers "
+                    f"({exc}); until it is, they may go on with what they cached: run the "
+                    "command again."
+                ) from None
+        return done
 
     return asyncio.run(main())
 
@@ -125,10 +139,14 @@ def space_list(as_json: JsonFlag = False) -> None:
 
 
 def _space_command(
-    change: Callable[[AsyncSession, int], Awaitable[Any]], space_id: int, as_json: bool
+    change: Callable[[AsyncSession, int], Awaitable[Any]],
+    space_id: int,
+    as_json: bool,
+    *,
+    changes_access: bool = True,
 ) -> None:
     try:
-        space = run(lambda s: change(s, space_id))
+        space = run(lambda s: change(s, space_id), changes_access=changes_access)
     except ApiError as error:
         raise fail(error, as_json) from None
     show(space_view(space), as_json, "Space")
@@ -137,7 +155,7 @@ def _space_command(
 @space_app.command("show")
 def space_show(space_id: int, as_json: JsonFlag = False) -> None:
     """Show one Space with its effective per-minute limits."""
-    _space_command(service.get_space, space_id, as_json)
+    _space_command(service.get_space, space_id, as_json, changes_access=False)
 
 
 @space_app.command("activate")
@@ -201,7 +219,7 @@ def key_list(space_id: int, as_json: JsonFlag = False) -> None:
 def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     """Revoke a key: its next request is refused with 401."""
     try:
-        key = run(lambda s: service.revoke_key(s, key_id))
+        key = run(lambda s: service.revoke_key(s, key_id), changes_access=True)
     except ApiError as error:
         raise fail(error, as_json) from None
     show(key_view(key), as_json, "API key")

@@ -5,9 +5,11 @@ import asyncio
 import logging
 import math
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
+from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError, ResponseError
 
@@ -32,6 +34,9 @@ class Decision:
     reset_seconds: float  # until the window ends
     allowed: bool
     window_seconds: int = 60
+    # The mark of the last administrative change (spaces.keys), read in the same round trip;
+    # None when the store keeps no marks (memory).
+    change_mark: bytes | None = None
 
     @property
     def remaining(self) -> int:
@@ -55,11 +60,20 @@ class Decision:
         return [(name.lower().encode(), value.encode()) for name, value in fields]
 
 
+Counted = tuple[int, float, bool, bytes | None]
+CHANGE_MARK_KEY = b"contactbase:changed"
+
+
 class Counters(Protocol):
     """Where the windows' counts live."""
 
-    async def count(self, key: str, limit: int, window_seconds: int) -> tuple[int, float, bool]:
-        """Count one request if the window has room: (count, seconds left, allowed)."""
+    async def count(self, key: str, limit: int, window_seconds: int) -> Counted:
+        """Count one request if the window has room: (count, seconds left, allowed, the mark
+        of the last administrative change or None)."""
+        ...
+
+    async def change_mark(self) -> bytes | None:
+        """The mark of the last administrative change, alone (None: no mark is kept)."""
         ...
 
     async def close(self) -> None: ...
@@ -71,7 +85,7 @@ class MemoryCounters:
     def __init__(self) -> None:
         self.windows: dict[str, tuple[int, float]] = {}
 
-    async def count(self, key: str, limit: int, window_seconds: int) -> tuple[int, float, bool]:
+    async def count(self, key: str, limit: int, window_seconds: int) -> Counted:
         # No await in here: under asyncio the read and the write are one atomic step.
         now = time.monotonic()
         count, ends = self.windows.get(key, (0, 0.0))
@@ -79,28 +93,44 @@ class MemoryCounters:
             count, ends = 0, now + window_seconds
         if count >= limit:
             # A limit of 0 refuses without opening a window, as the Redis script does.
-            return count, (ends - now) if count else 0.0, False
+            return count, (ends - now) if count else 0.0, False, None
         self.windows[key] = (count + 1, ends)
-        return count + 1, ends - now, True
+        return count + 1, ends - now, True, None
+
+    async def change_mark(self) -> bytes | None:
+        return None
 
     async def close(self) -> None:
         self.windows.clear()
 
 
 # Check and count in one atomic step and one round trip; a refused request is not counted.
+# The mark of the last administrative change (KEYS[2]) comes back with the count. Where none
+# is kept yet (a new or flushed Redis), a mark never used before is set (ARGV[3]), so that no
+# mark of before a flush can come back and vouch for a key read before it.
 COUNT_SCRIPT = """
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')
 local ttl = redis.call('PTTL', KEYS[1])
+local mark = redis.call('GET', KEYS[2])
+if not mark then
+  mark = ARGV[3]
+  redis.call('SET', KEYS[2], mark)
+end
 if count >= tonumber(ARGV[1]) then
-  return {count, ttl, 0}
+  return {count, ttl, 0, mark}
 end
 count = redis.call('INCR', KEYS[1])
 if count == 1 or ttl < 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   ttl = tonumber(ARGV[2])
 end
-return {count, ttl, 1}
+return {count, ttl, 1, mark}
 """
+
+
+def new_change_mark() -> bytes:
+    """A mark of an administrative change that was never used before."""
+    return uuid.uuid4().hex.encode()
 
 
 def _bulk(value: bytes) -> bytes:
@@ -109,7 +139,17 @@ def _bulk(value: bytes) -> bytes:
 
 # EVAL with the script text each time: no NOSCRIPT round trip after a Redis restart, and Redis
 # caches the compiled script by its digest anyway.
-_EVAL_PREFIX = b"*6\r\n" + _bulk(b"EVAL") + _bulk(COUNT_SCRIPT.encode()) + _bulk(b"1")
+_EVAL_PREFIX = b"*8\r\n" + _bulk(b"EVAL") + _bulk(COUNT_SCRIPT.encode()) + _bulk(b"2")
+# The mark alone, set as the count does when none is kept.
+MARK_SCRIPT = """
+local mark = redis.call('GET', KEYS[1])
+if not mark then
+  mark = ARGV[1]
+  redis.call('SET', KEYS[1], mark)
+end
+return mark
+"""
+_MARK_PREFIX = b"*5\r\n" + _bulk(b"EVAL") + _bulk(MARK_SCRIPT.encode()) + _bulk(b"1")
 
 
 class RedisCounters:
@@ -126,24 +166,35 @@ class RedisCounters:
         self.pool = ConnectionPool.from_url(url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
         self.connection: AbstractConnection | None = None
         self.sender: asyncio.Task[None] | None = None
-        self.waiting: list[tuple[bytes, asyncio.Future[list[int]]]] = []
+        self.waiting: list[tuple[bytes, asyncio.Future[Any]]] = []
 
-    async def count(self, key: str, limit: int, window_seconds: int) -> tuple[int, float, bool]:
+    async def count(self, key: str, limit: int, window_seconds: int) -> Counted:
         command = (
             _EVAL_PREFIX
             + _bulk(f"contactbase:rl:{key}".encode())
+            + _bulk(CHANGE_MARK_KEY)
             + _bulk(b"%d" % limit)
             + _bulk(b"%d" % (window_seconds * 1000))
+            + _bulk(new_change_mark())
         )
-        reply: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        count, ttl_ms, allowed, mark = await self._ask(command)
+        return int(count), max(int(ttl_ms), 0) / 1000, bool(allowed), mark
+
+    async def change_mark(self) -> bytes | None:
+        mark: bytes = await self._ask(
+            _MARK_PREFIX + _bulk(CHANGE_MARK_KEY) + _bulk(new_change_mark())
+        )
+        return mark
+
+    async def _ask(self, command: bytes) -> Any:
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append((command, reply))
         # The exchange runs in a task of its own, not in a request's: a request cancelled while
         # it waits cannot cut a batch short (between two awaits, a running sender is either
         # inside an exchange, and will take this count next, or finished).
         if self.sender is None or self.sender.done():
             self.sender = asyncio.create_task(self._send_waiting())
-        count, ttl_ms, allowed = await reply
-        return int(count), max(int(ttl_ms), 0) / 1000, bool(allowed)
+        return await reply
 
     async def _send_waiting(self) -> None:
         """Send the counts waiting, in batches, until none is left."""
@@ -151,7 +202,7 @@ class RedisCounters:
             batch, self.waiting = self.waiting, []
             await self._exchange(batch)
 
-    async def _exchange(self, batch: list[tuple[bytes, asyncio.Future[list[int]]]]) -> None:
+    async def _exchange(self, batch: list[tuple[bytes, asyncio.Future[Any]]]) -> None:
         finished = False
         failure: BaseException | None = None
         try:
@@ -202,6 +253,8 @@ class RateLimiter:
 
     def __init__(self, counters: Counters, window_seconds: int = 60) -> None:
         self.counters = counters
+        # Shared counters carry the mark of the last administrative change (access.KeyCache).
+        self.keeps_marks = isinstance(counters, RedisCounters)
         self.window_seconds = window_seconds
         self.unavailable_until = 0.0
         self.in_outage = False
@@ -211,19 +264,38 @@ class RateLimiter:
         if time.monotonic() < self.unavailable_until:
             return None
         try:
-            count, reset, allowed = await self.counters.count(
+            count, reset, allowed, mark = await self.counters.count(
                 f"{space_id}:{endpoint}", limit, self.window_seconds
             )
         except (RedisError, OSError, TimeoutError) as exc:
-            self.unavailable_until = time.monotonic() + REDIS_RETRY_SECONDS
-            if not self.in_outage:
-                self.in_outage = True
-                log.warning("rate-limit store unreachable, serving without limits: %r", exc)
+            self._failed(exc)
             return None
+        self._answered()
+        return Decision(endpoint, limit, count, reset, allowed, self.window_seconds, mark)
+
+    async def change_mark(self) -> bytes | None:
+        """The mark of the last administrative change; None when the store keeps none or
+        cannot be reached."""
+        if time.monotonic() < self.unavailable_until:
+            return None
+        try:
+            mark = await self.counters.change_mark()
+        except (RedisError, OSError, TimeoutError) as exc:
+            self._failed(exc)
+            return None
+        self._answered()
+        return mark
+
+    def _failed(self, exc: BaseException) -> None:
+        self.unavailable_until = time.monotonic() + REDIS_RETRY_SECONDS
+        if not self.in_outage:
+            self.in_outage = True
+            log.warning("rate-limit store unreachable, serving without limits: %r", exc)
+
+    def _answered(self) -> None:
         if self.in_outage:
             self.in_outage = False
             log.warning("rate-limit store reachable again, limits apply")
-        return Decision(endpoint, limit, count, reset, allowed, self.window_seconds)
 
     async def close(self) -> None:
         await self.counters.close()
@@ -232,3 +304,14 @@ class RateLimiter:
 def build_limiter(redis_url: str | None, window_seconds: int = 60) -> RateLimiter:
     counters: Counters = RedisCounters(redis_url) if redis_url else MemoryCounters()
     return RateLimiter(counters, window_seconds)
+
+
+async def mark_change(redis_url: str) -> None:
+    """Tell every server sharing this Redis that an administrative change was made (a key
+    revoked, a Space deactivated or activated, a limit changed): their cached keys are read
+    again at their next request."""
+    client = Redis.from_url(redis_url, socket_connect_timeout=REDIS_TIMEOUT_SECONDS)
+    try:
+        await client.set(CHANGE_MARK_KEY, new_change_mark())
+    finally:
+        await client.aclose()

@@ -60,6 +60,7 @@ class SqliteConnection:
         self.raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         configure(self.raw, busy_timeout_ms=0)
         self.waiting = False  # retrying a statement that found the file locked
+        self.data_version: int | None = None  # as this connection last saw it
 
     async def fetch(self, sql: str, args: Sequence[Any]) -> list[Any]:
         """The rows of one statement."""
@@ -106,6 +107,7 @@ class Embedded:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="contactbase-commit")
         self._closed = False
         self.commits = 0  # transactions the writer committed
+        self._changes = 0  # commits seen by the readers' looks (change_mark)
 
     async def take(self) -> SqliteConnection:
         """A reader, in a read transaction of its own."""
@@ -132,6 +134,18 @@ class Embedded:
                 self._idle.append(connection)
         finally:
             self._readers.release()
+
+    async def change_mark(self, reader: SqliteConnection) -> int:
+        """A number that changes whenever another connection (this process's writer, the
+        CLI, another server) has committed since `reader` last looked, read as the first
+        statement of its snapshot (`PRAGMA data_version`): what was read after it, in the same
+        snapshot, is current as of this mark. Each reader sees every commit made since its own
+        last look, so a commit moves the mark at the first look after it, on any reader."""
+        version = (await reader.fetch("PRAGMA data_version", ()))[0][0]
+        if version != reader.data_version:
+            reader.data_version = version
+            self._changes += 1
+        return self._changes
 
     @property
     def writer_waiting(self) -> bool:

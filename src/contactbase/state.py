@@ -11,6 +11,7 @@ from contactbase.db import Database
 from contactbase.metrics import Metrics
 from contactbase.ratelimit import RateLimiter
 from contactbase.settings import Settings
+from contactbase.spaces.keycache import KeyCache
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     limiter: RateLimiter
     exports: ExportWorker
     schema_head: str | None
+    keys: KeyCache
     # The signing secret: from the settings, else read from the database at first use.
     signing_key: bytes | None = None
 

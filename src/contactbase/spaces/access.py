@@ -11,8 +11,8 @@ from starlette.requests import Request
 
 from contactbase.db import Lease
 from contactbase.errors import PermissionMissing, TooManyRequests, Unauthenticated
-from contactbase.ratelimit import DEFAULT_LIMITS
-from contactbase.spaces.service import Caller, authenticate, plausible_key
+from contactbase.ratelimit import DEFAULT_LIMITS, Decision
+from contactbase.spaces.service import Caller, authenticate, hash_key, plausible_key
 from contactbase.state import AppState
 
 
@@ -45,21 +45,71 @@ async def authorise(state: AppState, request: Request, lease: Lease, access: Acc
     Space's limit for the endpoint; 401, 403 or 429 otherwise. A key of the wrong shape is
     refused before any connection is taken."""
     key = bearer_key(request)
-    if not plausible_key(key):
+    if key is None or not plausible_key(key):
         raise Unauthenticated()
-    caller = await authenticate(await lease.connect(), key)
+    key_hash = hash_key(key)
+    cached = state.keys.find(key_hash)
+    embedded = state.db.embedded
+    if embedded is not None:  # SQLite: the mark comes first, in the request's snapshot
+        connection = await lease.connect()
+        mark: object = await embedded.change_mark(connection)
+        if cached is not None and cached[1] == mark:
+            return await _count(state, request, cached[0], access)
+        caller = await authenticate(connection, key_hash)
+        state.keys.keep(key_hash, caller, mark)
+        return await _count(state, request, caller, access)
+    if not state.limiter.keeps_marks:  # no mark to trust a cache by: the key is read
+        caller = await authenticate(await lease.connect(), key_hash)
+        return await _count(state, request, caller, access)
+    counted = None
+    if cached is not None:
+        caller, mark = cached
+        if access.permission in caller.permissions:
+            counted = await _hit(state, caller, access)
+        current = counted.change_mark if counted else await state.limiter.change_mark()
+        if current is not None and current == mark:
+            return _admitted(state, request, caller, access, counted)
+        # Changed since it was read, or the mark unknown (Redis away): the key is read again.
+    mark = counted.change_mark if counted else await state.limiter.change_mark()
+    caller = await authenticate(await lease.connect(), key_hash)
+    if mark is not None:  # read after the mark was: current as of it
+        state.keys.keep(key_hash, caller, mark)
+    if counted is not None and cached is not None:
+        same = (cached[0].space_id, counted.limit) == (caller.space_id, _limit(caller, access))
+        if same:  # counted already, against the right Space and limit: not twice
+            return _admitted(state, request, caller, access, counted)
+    return await _count(state, request, caller, access)
+
+
+async def _count(state: AppState, request: Request, caller: Caller, access: Access) -> Caller:
+    """Require the permission, then count the request against the Space's limit."""
     if access.permission not in caller.permissions:
         raise PermissionMissing(access.permission)
-    endpoint = access.endpoint
-    limit = caller.rate_limits.get(endpoint, DEFAULT_LIMITS[endpoint])
-    decision = await state.limiter.hit(caller.space_id, endpoint, limit)
+    return _admitted(state, request, caller, access, await _hit(state, caller, access))
+
+
+def _limit(caller: Caller, access: Access) -> int:
+    return caller.rate_limits.get(access.endpoint, DEFAULT_LIMITS[access.endpoint])
+
+
+async def _hit(state: AppState, caller: Caller, access: Access) -> Decision | None:
+    return await state.limiter.hit(caller.space_id, access.endpoint, _limit(caller, access))
+
+
+def _admitted(
+    state: AppState, request: Request, caller: Caller, access: Access, decision: Decision | None
+) -> Caller:
+    """The caller, when the limit let the request in; 403 without the permission, 429 over
+    the limit."""
+    if access.permission not in caller.permissions:
+        raise PermissionMissing(access.permission)
     if decision is None:
         state.metrics.unlimited.inc()
         return caller
     request.state.ratelimit = decision  # the middleware puts its headers on the response
     if not decision.allowed:
         raise TooManyRequests(
-            f"Too many {endpoint} requests: this Space may make {limit} per minute. "
-            f"Retry after {decision.retry_after} seconds."
+            f"Too many {decision.endpoint} requests: this Space may make {decision.limit} per "
+            f"minute. Retry after {decision.retry_after} seconds."
         )
     return caller
