@@ -37,7 +37,7 @@ SCENARIOS = ("create", "get")
 SEEDED = 10_000
 CHECK = (
     "import contactbase, contactbase.app as a; print(contactbase.__file__);"
-    " print(','.join(m.cls.__name__ for m in a.create_app().user_middleware))"
+    " print(type(a.create_app().build_middleware_stack()).__name__)"
 )
 
 
@@ -112,15 +112,15 @@ def server_env(variant: Variant, target: Target, workdir: Path) -> dict[str, str
 
 
 def check(variant: Variant, target: Target, workdir: Path) -> str:
-    """Which contactbase the variant's server imports, and its app's middleware."""
+    """Which contactbase the variant's server imports, and its app's outermost layer."""
     env = server_env(variant, target, workdir)
     out = subprocess.run(
         [sys.executable, "-c", CHECK], env=env, cwd=workdir, check=True, capture_output=True
     )
-    module, middleware = out.stdout.decode().split()
+    module, outermost = out.stdout.decode().split()
     if not Path(module).is_relative_to(variant.tree / "src"):
         raise RuntimeError(f"{variant.label} imports {module}, not {variant.tree}/src")
-    return f"{variant.label}: {module} [{middleware}]"
+    return f"{variant.label}: {module} [{outermost}]"
 
 
 def start_server(

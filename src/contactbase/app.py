@@ -62,10 +62,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
     settings = settings or Settings()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
+    metrics = Metrics()
+    if db.embedded is not None:
+        metrics.watch(db.embedded)
     state = AppState(
         settings=settings,
         db=db,
-        metrics=Metrics(),
+        metrics=metrics,
         limiter=build_limiter(settings.redis_url, settings.rate_limit_window_seconds),
         exports=ExportWorker(db, settings.export_dir, settings.export_poll_seconds),
         schema_head=schema_head(),

@@ -1,8 +1,13 @@
 """The service's Prometheus metrics, in a registry of each app's own."""
 
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from contactbase.sqlite import Embedded
 
 
 class Metrics:
@@ -48,3 +53,24 @@ class Metrics:
             self._children[(method, route, status)] = children
         children[0].inc()
         children[1].observe(seconds)
+
+    def watch(self, embedded: Embedded) -> None:
+        """Show the SQLite writer's commits and the writes they held (group commit)."""
+        self.registry.register(_WriterCounts(embedded))
+
+
+class _WriterCounts(Collector):
+    def __init__(self, embedded: Embedded) -> None:
+        self.embedded = embedded
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(
+            "contactbase_sqlite_commits",
+            "Transactions committed by SQLite's writer (each holds the writes queued by then).",
+            value=self.embedded.commits,
+        )
+        yield CounterMetricFamily(
+            "contactbase_sqlite_writes",
+            "Writes committed by SQLite's writer.",
+            value=self.embedded.writes,
+        )

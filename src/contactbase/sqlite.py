@@ -107,6 +107,7 @@ class Embedded:
         self._committer = ThreadPoolExecutor(1, thread_name_prefix="contactbase-commit")
         self._closed = False
         self.commits = 0  # transactions the writer committed
+        self.writes = 0  # writes they held (group commit: several a transaction under load)
         self._changes = 0  # commits seen by the readers' looks (change_mark)
 
     async def take(self) -> SqliteConnection:
@@ -132,6 +133,8 @@ class Embedded:
             else:
                 connection.end()
                 self._idle.append(connection)
+        except sqlite3.Error:
+            connection.close()  # it could not even roll back: not one to hand out again
         finally:
             self._readers.release()
 
@@ -168,10 +171,7 @@ class Embedded:
             if batch:
                 await self._commit_together(batch)
 
-    async def _commit_together(
-        self,
-        batch: list[tuple[Callable[[SqliteConnection], Awaitable[Any]], "asyncio.Future[Any]"]],
-    ) -> None:
+    async def _commit_together(self, batch: list[tuple[Work, "asyncio.Future[Any]"]]) -> None:
         outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         try:
             if self._writer is None:
@@ -192,6 +192,7 @@ class Embedded:
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(self._committer, writer.raw.execute, "COMMIT")
             self.commits += 1
+            self.writes += sum(1 for _future, _result, error in outcomes if error is None)
         except BaseException as exc:
             self._abandon()
             for _work, future in batch:

@@ -1,0 +1,38 @@
+"""The benchmarks' own parts run (their figures are for `make bench`, never asserted here): the
+plain-sqlite3 ceilings of bench/embedded.py on a migrated file, and the pgbench scripts of
+bench/run.py built from the app's statements."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+sys.path.insert(0, str(BENCH))
+
+import embedded  # noqa: E402
+import run  # noqa: E402
+from database import fresh_database  # noqa: E402
+from harness import make_key  # noqa: E402
+
+
+def test_the_sqlite_ceilings_run(tmp_path: Path) -> None:
+    path = tmp_path / "bench.db"
+    url = f"sqlite:///{path}"
+    fresh_database(url)
+    asyncio.run(make_key(url))
+    first, last = embedded.seed(path, 1, 50)
+    assert last - first == 49
+    assert embedded.create_ceiling(path, 1, 0.2, group=4) > 0
+    assert embedded.create_ceiling(path, 1, 0.2) > 0
+    assert embedded.get_ceiling(path, 1, (first, last), 0.2) > 0
+
+
+def test_the_pgbench_scripts_hold_the_apps_statements(tmp_path: Path) -> None:
+    run.ceiling_scripts(7, 1, 50, tmp_path)
+    create = (tmp_path / "create.sql").read_text()
+    get = (tmp_path / "get.sql").read_text()
+    assert create.startswith("\\set space 7\n")
+    assert "INSERT INTO contacts" in create
+    assert "$" not in create  # every parameter given: a variable, a constant or an ARRAY[...]
+    assert "random(1, 50)" in get
+    assert "api_keys" not in create + get  # the key is cached: not the database's work
