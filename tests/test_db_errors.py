@@ -2,6 +2,7 @@
 the direct asyncpg path, where the driver's exceptions arrive unwrapped."""
 
 import errno
+import sqlite3
 
 import asyncpg
 import pytest
@@ -64,3 +65,31 @@ def test_serialisation_failures_and_deadlocks_are_retryable_on_either_path() -> 
     assert is_retryable(deadlock)
     assert is_retryable(as_sqlalchemy_raises_it(deadlock))
     assert not is_retryable(asyncpg.exceptions.UniqueViolationError("duplicate key"))
+
+
+def sqlite_error(kind: type[sqlite3.Error], code: int, message: str) -> sqlite3.Error:
+    """An error as sqlite3 raises it on the request path (contactbase.sqlite), with its code."""
+    error = kind(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("failure", "unavailable"),
+    [
+        (sqlite_error(sqlite3.OperationalError, sqlite3.SQLITE_BUSY, "database is locked"), True),
+        (
+            sqlite_error(sqlite3.OperationalError, sqlite3.SQLITE_IOERR_WRITE, "disk I/O error"),
+            True,
+        ),
+        (sqlite_error(sqlite3.OperationalError, sqlite3.SQLITE_FULL, "database is full"), True),
+        (sqlite_error(sqlite3.OperationalError, sqlite3.SQLITE_CANTOPEN, "unable to open"), True),
+        (sqlite_error(sqlite3.OperationalError, sqlite3.SQLITE_ERROR, "near x: syntax"), False),
+        (sqlite_error(sqlite3.IntegrityError, sqlite3.SQLITE_CONSTRAINT, "UNIQUE failed"), False),
+    ],
+    ids=["locked", "io-error", "disk-full", "cannot-open", "bad-statement", "constraint"],
+)
+def test_sqlite_failures_of_the_file_are_unavailable_and_others_not(
+    failure: sqlite3.Error, unavailable: bool
+) -> None:
+    assert is_unavailable(failure) is unavailable

@@ -5,13 +5,18 @@ SPEC 6.8), and group commit keeps each write whole and alone."""
 import asyncio
 import sqlite3
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from contactbase.app import create_app
 from contactbase.db import Database
+from contactbase.settings import Settings
 from contactbase.sqlite import Embedded, SqliteConnection, Work
+from tests.factories import CONTACTS, answered, bearer
+from tests.test_operations import serve
 
 FULL = 2  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL, 3 EXTRA
 SETTINGS = ("synchronous", "journal_mode", "foreign_keys")
@@ -125,3 +130,16 @@ async def test_a_failed_commit_fails_every_write_of_its_group(embedded: Embedded
     assert await stored(embedded) == []
     assert await embedded.write(insert(3)) == 3
     assert await stored(embedded) == [3]
+
+
+async def test_a_file_that_cannot_be_opened_is_503_without_a_trace(
+    embedded: Embedded, tmp_path: Path
+) -> None:
+    """The request path's own connections fail as the engine's do: 503, the request id, no
+    detail of the failure."""
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/missing/dir/x.db", redis_url=None)
+    async for http in serve(create_app(settings)):
+        response = await http.get(f"{CONTACTS}/1", headers=bearer("cb_" + "A" * 43))
+    assert response.status_code == 503
+    assert answered(response) == {"message": "The database is unavailable; retry in a few seconds."}
+    assert "sqlite" not in response.text.lower()
