@@ -7,7 +7,7 @@ REDIS_TEST_URL ?= redis://127.0.0.1:6379/15
 PG_FUZZ_URL ?= postgresql://postgres@127.0.0.1:5432/contactbase_fuzz
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export fuzz faults faults-ci bench bench-quick
+.PHONY: install run test test-sqlite test-postgres lint format clean bench-limiter bench-export bench-floor fuzz faults faults-ci bench bench-quick
 
 $(INSTALLED): pyproject.toml constraints.txt
 	@echo "Installing contactbase and its pinned dependencies into $(VENV) ..."
@@ -47,6 +47,10 @@ bench: install
 ## Create and get only, in under two minutes; same output file.
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
+
+## After `make bench`: the app, a bare ASGI app doing the least a create and a get need, and the ceiling, in rounds.
+bench-floor: install
+	$(BIN)/python bench/floor.py
 
 ## Create throughput with the Redis limiter vs in-process counting, side by side (PostgreSQL).
 bench-limiter: install

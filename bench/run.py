@@ -300,7 +300,9 @@ async def checkpoint() -> None:
 async def space_of_bench() -> int:
     db = Database(DATABASE_URL, pool_size=1)
     async with db.reader() as session:
-        space_id = int(await session.scalar(text("SELECT id FROM spaces WHERE name = 'bench'")))
+        space_id = int(
+            await session.scalar(text("SELECT min(id) FROM spaces WHERE name = 'bench'"))
+        )
     await db.dispose()
     return space_id
 

@@ -6,10 +6,14 @@ import asyncio
 import sys
 from pathlib import Path
 
+import httpx
+import pytest
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
 import embedded  # noqa: E402
+import floor  # noqa: E402
 import run  # noqa: E402
 from database import fresh_database  # noqa: E402
 from harness import make_key  # noqa: E402
@@ -36,3 +40,13 @@ def test_the_pgbench_scripts_hold_the_apps_statements(tmp_path: Path) -> None:
     assert "$" not in create  # every parameter given: a variable, a constant or an ARRAY[...]
     assert "random(1, 50)" in get
     assert "api_keys" not in create + get  # the key is cached: not the database's work
+
+
+async def test_the_floor_app_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench/floor.py's bare app is built as uvicorn builds it, and serves its health check."""
+    monkeypatch.setenv("FLOOR_DATABASE_URL", "postgresql://postgres@127.0.0.1:1/none")
+    monkeypatch.setenv("FLOOR_REDIS_URL", "redis://127.0.0.1:1/0")
+    monkeypatch.setenv("FLOOR_SPACE_ID", "1")
+    transport = httpx.ASGITransport(app=floor.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://floor") as client:
+        assert (await client.get("/healthz")).status_code == 200
