@@ -44,7 +44,7 @@ lint: install
 bench: install
 	$(BIN)/python bench/run.py
 
-## Create and get only, in under two minutes; same output file.
+## Shorter runs of create, get, re-send, the cold start and SQLite; the same output file.
 bench-quick: install
 	$(BIN)/python bench/run.py --quick
 
