@@ -34,7 +34,7 @@ class Decision:
     reset_seconds: float  # until the window ends
     allowed: bool
     window_seconds: int = 60
-    # The mark of the last administrative change (spaces.keys), read in the same round trip;
+    # The mark of the last administrative change (spaces/keycache.py), read in the same round trip;
     # None when the store keeps no marks (memory).
     change_mark: bytes | None = None
 

@@ -48,7 +48,8 @@ def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Non
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:
-    return exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    """Locked by another connection; extended codes (SQLITE_BUSY_RECOVERY, ...) included."""
+    return exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 class SqliteConnection:

@@ -1,4 +1,4 @@
-"""The statements of contact writes, built once from the models and compiled once (db.Prepared).
+"""The statements of contact writes, built once from the models and compiled once (Prepared).
 
 Each is PostgreSQL's form, run on asyncpg; where SQLite needs other SQL for the same work
 (PostgreSQL binds a list as an array, SQLite reads it from JSON), SQLite's form sits beside it

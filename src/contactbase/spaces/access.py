@@ -69,8 +69,11 @@ async def authorise(state: AppState, request: Request, lease: Lease, access: Acc
         current = counted.change_mark if counted else await state.limiter.change_mark()
         if current is not None and current == mark:
             return _admitted(state, request, caller, access, counted)
-        # Changed since it was read, or the mark unknown (Redis away): the key is read again.
-    mark = counted.change_mark if counted else await state.limiter.change_mark()
+        # Changed since it was read, or the mark unknown (Redis away): the key is read again,
+        # current as of the mark just read.
+        mark = current
+    else:
+        mark = await state.limiter.change_mark()
     caller = await authenticate(await lease.connect(), key_hash)
     if mark is not None:  # read after the mark was: current as of it
         state.keys.keep(key_hash, caller, mark)

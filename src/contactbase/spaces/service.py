@@ -147,16 +147,6 @@ async def revoke_key(session: AsyncSession, key_id: int) -> ApiKey:
     return key
 
 
-async def key_in_use(session: AsyncSession, raw_key: str) -> bool:
-    """The key is known, not revoked, and its Space active."""
-    status = await session.scalar(
-        select(Space.status)
-        .join(ApiKey, ApiKey.space_id == Space.id)
-        .where(ApiKey.key_hash == hash_key(raw_key), ApiKey.revoked_at.is_(None))
-    )
-    return status == "active"
-
-
 class KeyRow(NamedTuple):
     key_id: int
     permissions: str  # JSON text
@@ -186,6 +176,14 @@ KEY_LOOKUP = Prepared(
 def plausible_key(raw_key: str | None) -> bool:
     """The shape of a key: anything far from it is refused unread."""
     return raw_key is not None and raw_key.startswith(KEY_PREFIX) and len(raw_key) in KEY_LENGTHS
+
+
+async def key_in_use(session: AsyncSession, raw_key: str) -> bool:
+    """The key is known, not revoked, and its Space active: KEY_LOOKUP, through a session
+    (the CLI's)."""
+    found = await session.execute(KEY_LOOKUP.statement, {"key_hash": hash_key(raw_key)})
+    row = found.first()
+    return row is not None and row.status == "active"
 
 
 async def authenticate(connection: Connection, key_hash: str) -> Caller:
