@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from procs import cpu_seconds, wait_until_healthy, workers_of
+from procs import wait_until_healthy, workers_of
 
 BENCH = Path(__file__).resolve().parent
 SCENARIOS = ("create", "get")
@@ -126,11 +126,16 @@ def check(variant: Variant, target: Target, workdir: Path) -> str:
 def start_server(
     variant: Variant, target: Target, port: int, workdir: Path
 ) -> subprocess.Popen[bytes]:
-    """uvicorn exactly as bench/harness.start_server runs it, answering when this returns."""
-    command = [sys.executable, "-m", "uvicorn", "contactbase.app:create_app", "--factory"]
+    """`contactbase serve` of the variant's tree, as bench/harness.start_server runs it (every
+    setting at its default, the access log on, written to a file of the run), answering when
+    this returns."""
+    command = [sys.executable, "-m", "contactbase", "serve", "--host", "127.0.0.1"]
     command += ["--port", str(port), "--workers", str(target.workers)]
-    command += ["--log-level", "warning", "--no-access-log"]
-    server = subprocess.Popen(command, env=server_env(variant, target, workdir), cwd=workdir)
+    log = (workdir / "server.log").open("ab")
+    server = subprocess.Popen(
+        command, env=server_env(variant, target, workdir), cwd=workdir, stdout=log, stderr=log
+    )
+    log.close()
     wait_until_healthy(server, port)
     return server
 
@@ -138,20 +143,12 @@ def start_server(
 def scenario(
     wrk_path: str, port: int, workers: list[int], args: list[str], seconds: int, connections: int
 ) -> dict[str, float]:
-    """bench/run.py's scenario: a 2 s warm-up with other emails, then the measured run."""
-    from harness import wrk
+    """bench/run.py's scenario (harness.scenario: a 2 s warm-up with other emails, then the
+    measured run), with the machine's load as it ends (the bench alone makes about 3-4)."""
+    from harness import scenario as measured
 
-    wrk(wrk_path, port, [*args[:2], args[2] + "w", *args[3:]], 2, connections)
-    before = cpu_seconds(workers)
-    figures = wrk(wrk_path, port, args, seconds, connections)
-    cpu = cpu_seconds(workers) - before
-    return {
-        "rps": round(figures["rps"], 1),
-        "p50_ms": figures["p50_us"] / 1000,
-        "p99_ms": figures["p99_us"] / 1000,
-        "cpu_s_per_1000": round(cpu / figures["requests"] * 1000, 3),
-        "load_1m": round(os.getloadavg()[0], 2),  # as it ends; the bench alone makes about 3-4
-    }
+    figures = measured(wrk_path, port, workers, args, seconds, connections)
+    return {**figures, "load_1m": round(os.getloadavg()[0], 2)}
 
 
 def run_target(
