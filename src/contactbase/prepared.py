@@ -2,7 +2,7 @@
 execution path on the request path's own connections (asyncpg's, sqlite3's); and the one
 difference of SQL between the two that they need, how a list is passed."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import asyncpg
@@ -109,6 +109,60 @@ class Prepared(Generic[Row]):
             await connection.execute(form.sql, form.args(params))
         else:
             await connection.execute(self.sql, *(params[name] for name in self.names))
+
+
+class Bulk:
+    """A statement run for many rows at once: on PostgreSQL `pg`, one statement over `unnest`
+    of one array per column (the arrays bear the columns' names, `rows_of` builds them); on
+    SQLite `sqlite`, the statement of one row with scalar parameters of the same names,
+    stepped once per row (there is no round trip to save). Parameters shared by every row
+    (`fixed`: the Space, the time) are passed once."""
+
+    def __init__(self, pg: Executable, sqlite: Executable, columns: Sequence[str]) -> None:
+        self.columns = list(columns)
+        _compiled_pg, self.sql, self.names = _compiled(pg, PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+        self.sqlite = sqlite
+        self._sqlite_form: _SqliteForm | None = None
+
+    async def run(
+        self, connection: Connection, fixed: dict[str, Any], rows: Sequence[Sequence[Any]]
+    ) -> None:
+        if not rows:
+            return
+        if isinstance(connection, SqliteConnection):
+            if self._sqlite_form is None:
+                self._sqlite_form = _SqliteForm(self.sqlite)
+            form = self._sqlite_form
+            await connection.execute_many(form.sql, self._sqlite_rows(form, fixed, rows))
+            return
+        arrays = dict(
+            zip(self.columns, (list(column) for column in zip(*rows, strict=True)), strict=True)
+        )
+        params = fixed | arrays
+        await connection.execute(self.sql, *(params[name] for name in self.names))
+
+    def _sqlite_rows(
+        self, form: _SqliteForm, fixed: dict[str, Any], rows: Sequence[Sequence[Any]]
+    ) -> list[list[Any]]:
+        index = {name: position for position, name in enumerate(self.columns)}
+        # Each parameter of the statement: the row's column at `position`, converted, or a
+        # fixed value converted once.
+        places: list[tuple[int | None, Processor, Any]] = []
+        for name, convert in zip(form.names, form.binds, strict=True):
+            if name in index:
+                places.append((index[name], convert, None))
+            else:
+                value = fixed[name]
+                places.append((None, None, value if convert is None else convert(value)))
+        return [
+            [
+                value
+                if position is None
+                else (row[position] if convert is None else convert(row[position]))
+                for position, convert, value in places
+            ]
+            for row in rows
+        ]
 
 
 def no_rows() -> None:

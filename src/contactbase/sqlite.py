@@ -70,6 +70,12 @@ class SqliteConnection:
     async def execute(self, sql: str, args: Sequence[Any] = ()) -> None:
         await self._retrying(lambda: self.raw.execute(sql, args))
 
+    async def execute_many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        """One statement stepped once per row. Only in a write transaction, whose lock is held
+        already: a busy file cannot interrupt it half way (then a retry would repeat rows)."""
+        assert self.raw.in_transaction, "execute_many runs inside a write transaction"
+        self.raw.executemany(sql, rows)
+
     async def _retrying(self, statement: Callable[[], T]) -> T:
         deadline, pause = time.monotonic() + BUSY_SECONDS, 0.001
         while True:

@@ -5,8 +5,10 @@ Each is PostgreSQL's form, run on asyncpg; where SQLite needs other SQL for the 
 with the same parameters. The lists of ids and values are passed as lists either way.
 """
 
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
+import sqlalchemy.sql as sql
 from sqlalchemy import (
     BigInteger,
     DateTime,
@@ -17,6 +19,7 @@ from sqlalchemy import (
     exists,
     func,
     insert,
+    literal_column,
     select,
     true,
     update,
@@ -24,9 +27,16 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from contactbase.contacts.custom_fields import SLOTS
-from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES, Contact, ContactEmail
+from contactbase.contacts.models import (
+    PRIMARY_COLUMN,
+    VALUE_TABLES,
+    Contact,
+    ContactEmail,
+    ContactValue,
+)
 from contactbase.contacts.reads import CONTACT_COLUMNS, ContactRow
-from contactbase.prepared import Prepared, among, json_each, no_rows
+from contactbase.db import Id
+from contactbase.prepared import Bulk, Prepared, among, no_rows
 
 SPACE = bindparam("space_id", type_=BigInteger)
 # In an INSERT or UPDATE, a parameter may not bear a column's name: the Space there is `space`.
@@ -137,29 +147,31 @@ class NewId(NamedTuple):
     id: int
 
 
-def _contact_columns() -> dict[str, Any]:
-    """A contact's primaries and slots as parameters named after their columns (`set_…`)."""
-    columns: dict[str, Any] = {c: bindparam(f"set_{c}") for c in PRIMARY_COLUMN.values()}
-    return columns | {slot: bindparam(f"set_{slot}") for slot in SLOTS}
-
-
-INSERT_CONTACT = Prepared(
-    insert(Contact)
-    .values(
-        space_id=IN_SPACE,
-        created_at=bindparam("now"),
-        updated_at=bindparam("now"),
-        **_contact_columns(),
-    )
-    .returning(Contact.id),
+_CONTACTS: Any = literal_column(f"'{Contact.__tablename__}'")
+# New contacts' ids, taken before they are written, ascending: the plan (merging.py) knows
+# which of its contacts is oldest before any is written. PostgreSQL: from the ids' sequence
+# (that of NEW_CONTACT's inserts too).
+NEXT_IDS = Prepared(
+    select(
+        func.nextval(
+            select(func.pg_get_serial_sequence(_CONTACTS, literal_column("'id'"))).scalar_subquery()
+        ).label("id")
+    ).select_from(func.generate_series(literal_column("1"), bindparam("n", type_=Integer))),
     NewId,
 )
-# Every primary and slot, written whole (what did not change is written as it was).
-UPDATE_CONTACT = Prepared(
-    update(Contact)
-    .where(Contact.space_id == IN_SPACE, Contact.id == bindparam("contact_id"))
-    .values(updated_at=bindparam("now"), **_contact_columns()),
-    no_rows,
+# SQLite: the last id given (AUTOINCREMENT's record of it, which an insert of a higher id
+# raises). The single writer holds the file's write lock, so no one takes the next ones first.
+_SQLITE_SEQUENCE = sql.table("sqlite_sequence", sql.column("name"), sql.column("seq"))
+LAST_ID = Prepared(
+    select(
+        func.coalesce(
+            select(_SQLITE_SEQUENCE.c.seq)
+            .where(_SQLITE_SEQUENCE.c.name == _CONTACTS)
+            .scalar_subquery(),
+            literal_column("0"),
+        )
+    ),
+    NewId,
 )
 
 # The contacts `ids`, locked until the transaction ends, oldest first.
@@ -173,43 +185,82 @@ LOCK_CONTACTS = _of_ids(
 )
 
 
-def _insert_values(table: Any) -> Prepared[None]:
-    """The values of one contact into `table`, from three lists of one length: positions,
-    values and their normal forms (PostgreSQL as arrays, SQLite as JSON)."""
-    columns = ["space_id", "contact_id", "position", "value", "normalised"]
-    contact = bindparam("contact_id", type_=BigInteger)
-    rows = (
-        func.unnest(
-            bindparam("positions", type_=ARRAY(Integer)),
-            bindparam("values", type_=ARRAY(Text)),
-            bindparam("normalised", type_=ARRAY(Text)),
-        )
-        .table_valued("position", "value", "normalised")
-        .render_derived(name="v")
+NOW = bindparam("now", type_=DateTime())
+
+
+def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bulk:
+    """The Bulk statement `write(r)`, `r` being a row's columns by name (`columns`: name ->
+    type; their parameters are named `r_<name>`): on PostgreSQL the columns of `unnest` over
+    one array per column, on SQLite one scalar parameter each."""
+    names = {f"r_{name}": kind for name, kind in columns.items()}
+    unnested = (
+        func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in names.items()))
+        .table_valued(*names)
+        .render_derived(name="r")
     )
-    listed = [json_each(name, name) for name in ("positions", "values", "normalised")]
-    positions, values, normalised = listed
-    return Prepared(
-        insert(table).from_select(
-            columns,
-            select(SPACE, contact, rows.c.position, rows.c.value, rows.c.normalised).select_from(
-                rows
-            ),
-        ),
-        no_rows,
-        sqlite=insert(table).from_select(
-            columns,
-            select(SPACE, contact, positions.c.value, values.c.value, normalised.c.value)
-            .select_from(positions)
-            .join(values, values.c.key == positions.c.key)
-            .join(normalised, normalised.c.key == positions.c.key)
-            .order_by(positions.c.key),
+    pg = {name: unnested.c[f"r_{name}"] for name in columns}
+    sqlite = {name: bindparam(f"r_{name}", type_=kind) for name, kind in columns.items()}
+    return Bulk(write(pg), write(sqlite), list(names))
+
+
+def _of(model: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """The types of these columns of `model`'s table."""
+    return {name: model.__table__.c[name].type for name in columns}
+
+
+# What a write sets on a contact: its primaries and slots (the Space and times are fixed).
+CONTACT_FIELDS = [*PRIMARY_COLUMN.values(), *SLOTS]
+NEW_CONTACT_COLUMNS = ["id", "merged_into_id", *CONTACT_FIELDS]
+INSERT_CONTACTS = _bulk(
+    _of(Contact, NEW_CONTACT_COLUMNS),
+    lambda r: insert(Contact).from_select(
+        ["space_id", "created_at", "updated_at", *NEW_CONTACT_COLUMNS],
+        select(IN_SPACE, NOW, NOW, *(r[name] for name in NEW_CONTACT_COLUMNS)),
+    ),
+)
+# Every primary and slot, written whole (what did not change is written as it was).
+UPDATE_CONTACTS = _bulk(
+    _of(Contact, ["id", *CONTACT_FIELDS]),
+    lambda r: (
+        update(Contact)
+        .where(Contact.space_id == IN_SPACE, Contact.id == r["id"])
+        .values(updated_at=NOW, **{name: r[name] for name in CONTACT_FIELDS})
+    ),
+)
+# Merged contacts (`loser`) become aliases of their survivors; aliases they had are re-pointed,
+# so that resolving an id is one step.
+_PAIRS = {"loser": Id, "survivor": Id}
+REPOINT_ALIASES = _bulk(
+    _PAIRS,
+    lambda r: (
+        update(Contact)
+        .where(Contact.space_id == IN_SPACE, Contact.merged_into_id == r["loser"])
+        .values(merged_into_id=r["survivor"])
+    ),
+)
+RETIRE = _bulk(
+    _PAIRS,
+    lambda r: (
+        update(Contact)
+        .where(Contact.space_id == IN_SPACE, Contact.id == r["loser"])
+        .values(merged_into_id=r["survivor"], updated_at=NOW)
+    ),
+)
+VALUE_COLUMNS = ["contact_id", "position", "value", "normalised"]
+
+
+# Value rows of any number of contacts into one collection's table.
+def _insert_values(model: type[ContactValue]) -> Bulk:
+    return _bulk(
+        _of(model, VALUE_COLUMNS),
+        lambda r: insert(model).from_select(
+            ["space_id", *VALUE_COLUMNS], select(IN_SPACE, *(r[name] for name in VALUE_COLUMNS))
         ),
     )
 
 
-# The collections' values: in, and out, of one contact or of several.
-INSERT_VALUES = {kind: _insert_values(table) for kind, table in VALUE_TABLES.items()}
+INSERT_VALUES = {kind: _insert_values(model) for kind, model in VALUE_TABLES.items()}
+
 DELETE_VALUES = {
     kind: Prepared(
         delete(table).where(table.space_id == SPACE, table.contact_id == bindparam("contact_id")),
@@ -221,16 +272,3 @@ DELETE_VALUES_OF = {
     kind: _of_ids(delete(table).where(table.space_id == SPACE), table.contact_id)
     for kind, table in VALUE_TABLES.items()
 }
-
-# Make contacts `ids` aliases of `survivor`, and re-point the aliases they had.
-SURVIVOR = bindparam("survivor", type_=BigInteger)
-REPOINT_ALIASES = _of_ids(
-    update(Contact).where(Contact.space_id == IN_SPACE).values(merged_into_id=SURVIVOR),
-    Contact.merged_into_id,
-)
-RETIRE = _of_ids(
-    update(Contact)
-    .where(Contact.space_id == IN_SPACE)
-    .values(merged_into_id=SURVIVOR, updated_at=bindparam("now")),
-    Contact.id,
-)

@@ -1,47 +1,61 @@
 """Writing contacts: the one home of every write of a contact, each use case one entry point.
 
-`create_contact` creates a contact, or merges the request into the contacts that own its
-emails (identity resolution). The backend is chosen here and nowhere else:
+Every create, single or in a batch, is resolved by one plan (merging.py) and written by
+`_store`, in one write transaction (`Lease.write`: on PostgreSQL on the request's own
+connection, on SQLite on the single writer, committed together with the writes queued beside
+it). `_store` looks up the contacts that own the items' emails, locks them, reads their values,
+plans the batch in memory and writes it with a few statements of many rows each (statements.py:
+`unnest` of arrays on PostgreSQL, one statement stepped per row on SQLite). A transaction that
+loses a race (an email taken first by a concurrent write: the unique (Space, normalised email)
+index refuses it; a deadlock; contacts merged between their look-up and their lock) is begun
+again, up to MAX_ATTEMPTS; the next attempt sees the winner and merges into it.
+
+Two shortcuts of a single create skip the transaction, each held to `_store` by tests
+(tests/test_write_paths.py):
 - On PostgreSQL a new person is written by one statement of data-modifying CTEs (NEW_CONTACT),
-  run on the request's connection as its own transaction. It inserts nothing when an email is
-  known; when a concurrent create takes one of the emails first, the unique index fails the
-  whole statement (after waiting for that create to commit), so nothing of it is written
-  either way, and the request goes on to the merge below.
+  as its own transaction. It inserts nothing when an email is known (and names the owners);
+  when a concurrent create takes one of the emails first, the unique index fails the whole
+  statement, so nothing of it is written either way, and the request goes on to `_store`.
 - A request that brings nothing new to the one contact owning its emails is answered from one
   read of that contact (`_unchanged`), without a transaction.
-- Otherwise (SQLite, and every merge or update) the write runs in one write transaction
-  (`Lease.write`: on PostgreSQL on the request's own connection, on SQLite on the single
-  writer, committed together with the writes queued beside it), begun again whenever it
-  loses a race: the unique (Space, normalised email) index decides, and a create that
-  loses merges on its next attempt. Its statements are prebuilt (statements.py).
 
-The entry points own their transactions, because the shape of the transaction (none for the
-one-statement insert, one for a merge) is part of the backend's choice; batch, erasure and the
-change feed extend this module.
+`then`, given to the batch's entry point, runs in the same transaction after the writes: what
+must be committed with them or not at all (an idempotent answer, an import's progress).
 """
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any, TypeVar
 
 import asyncpg
 
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
-from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
+from contactbase.contacts.merging import (
+    KINDS,
+    Incoming,
+    Plan,
+    Refused,
+    Value,
+    plan,
+    stored_person,
+)
+from contactbase.contacts.models import PRIMARY_COLUMN
 from contactbase.contacts.reads import contact_row, resolve, stored_values, whole_contact
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.statements import (
+    CONTACT_FIELDS,
     DELETE_VALUES,
     DELETE_VALUES_OF,
-    INSERT_CONTACT,
+    INSERT_CONTACTS,
     INSERT_VALUES,
+    LAST_ID,
     LOCK_CONTACTS,
     NEW_CONTACT,
+    NEXT_IDS,
     OWNERS,
     REPOINT_ALIASES,
     RETIRE,
-    UPDATE_CONTACT,
+    UPDATE_CONTACTS,
 )
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
 from contactbase.db import (
@@ -53,10 +67,10 @@ from contactbase.db import (
 )
 from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.prepared import Connection
+from contactbase.sqlite import SqliteConnection
 from contactbase.validation import show
 
 T = TypeVar("T")
-KINDS = tuple(VALUE_TABLES)
 NORMALISE: dict[str, Callable[[str], str]] = {
     "emails": normalise_email,
     "phones": normalise_phone,
@@ -66,9 +80,8 @@ NORMALISE: dict[str, Callable[[str], str]] = {
 # Attempts of one write before giving up: each lost race (a concurrent create of the same email,
 # a concurrent merge of the same contacts, a deadlock) costs one.
 MAX_ATTEMPTS = 10
-
-# (value as stored, normalised form)
-Value = tuple[str, str]
+# Work committed with a batch's writes (or with none), given the connection and the outcomes.
+Then = Callable[[Connection, list["Outcome"]], Awaitable[None]]
 
 
 class _Raced(Exception):
@@ -87,23 +100,49 @@ def dedupe(values: Sequence[str], normalise: Callable[[str], str]) -> list[Value
     return kept
 
 
+def incoming(payload: ContactCreate) -> Incoming:
+    """What a create brings, computed once: each collection without repeats, the slots sent."""
+    return Incoming(
+        {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS},
+        sent_slots(payload.custom_fields),
+    )
+
+
+def shown(item: Incoming) -> dict[str, list[str]]:
+    return {kind: [value for value, _ in rows] for kind, rows in item.values.items()}
+
+
 @dataclass(frozen=True)
-class Incoming:
-    """What a create brings, computed once for whichever path writes it: each collection's
-    values without repeats, and the custom-field slots sent."""
+class Outcome:
+    """One item's answer: 201 created or 200 merged with the contact (None when the batch
+    was not written), or 409 refused."""
 
-    values: dict[str, list[Value]]
-    slots: dict[str, Any]
+    status: int
+    contact: ContactDetail | None = None
+    refusal: Conflict | None = None
 
-    @classmethod
-    def of(cls, payload: ContactCreate) -> "Incoming":
-        return cls(
-            {kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS},
-            sent_slots(payload.custom_fields),
+
+async def upsert_batch(
+    lease: Lease,
+    space_id: int,
+    items: Sequence[Incoming],
+    *,
+    merge: bool = True,
+    write: bool = True,
+    atomic: bool = False,
+    then: Then | None = None,
+) -> list[Outcome]:
+    """Create or merge `items` in order, in one transaction; each item's outcome in order.
+    Nothing is written with `write=False`, nor with `atomic` when an item is refused: the
+    outcomes are then what they would have been, without their contacts. `then` runs in the
+    transaction last, given the outcomes."""
+
+    async def work(connection: Connection) -> list[Outcome]:
+        return await _store(
+            connection, space_id, items, merge=merge, write=write, atomic=atomic, then=then
         )
 
-    def shown(self) -> dict[str, list[str]]:
-        return {kind: [value for value, _ in rows] for kind, rows in self.values.items()}
+    return await _attempts(lease, work)
 
 
 async def create_contact(
@@ -112,83 +151,194 @@ async def create_contact(
     """Create a contact, or merge the request into the contacts owning its emails (with
     `merge=False`, refuse with 409 instead). Returns the contact and whether it was created.
 
-    `lease` is the request's connection. On it: on PostgreSQL the one-statement insert, which
-    also names the emails' owners when it inserts nothing; on SQLite the owners' look-up. A
-    request that brings nothing its one owner lacks is answered from there, unlocked and
-    unwritten (`_unchanged`); any other is resolved again in a write transaction."""
-    incoming = Incoming.of(payload)
+    On the request's connection first: on PostgreSQL the one-statement insert, which also
+    names the emails' owners when it inserts nothing; on SQLite the owners' look-up. A request
+    that brings nothing its one owner lacks is answered from there, unlocked and unwritten
+    (`_unchanged`); any other is resolved again by `_store`, told the owners found."""
+    item = incoming(payload)
     if lease.db.is_sqlite:
-        owners = await _owner_ids(await lease.connect(), space_id, incoming.values["emails"])
+        owners = await _owner_ids(await lease.connect(), space_id, item.emails())
     else:
-        created, owners = await _insert_if_new(lease, space_id, incoming)
+        created, owners = await _insert_if_new(lease, space_id, item)
         if created is not None:
             return created, True
     if owners and not merge:
-        raise _conflict(owners)
+        raise _conflict(min(owners))
     if len(owners) == 1:
-        unchanged = await _unchanged(lease, space_id, owners[0], incoming)
+        unchanged = await _unchanged(lease, space_id, owners[0], item)
         if unchanged is not None:
             return unchanged, False
-    return await _on_writer(lease, space_id, incoming, merge)
+
+    known: list[int] | None = owners
+
+    async def work(connection: Connection) -> list[Outcome]:
+        nonlocal known
+        hint, known = known, None  # a lost race looks the owners up afresh
+        return await _store(connection, space_id, [item], merge=merge, known=hint)
+
+    return _single((await _attempts(lease, work))[0])
 
 
 async def resolve_on_writer(
     lease: Lease, space_id: int, payload: ContactCreate, *, merge: bool = True
 ) -> tuple[ContactDetail, bool]:
-    """The reference path of a create: resolve and write it in a write transaction, without
-    the shortcuts of `create_contact` (tests hold those to it)."""
-    return await _on_writer(lease, space_id, Incoming.of(payload), merge)
+    """The reference path of a create: `_store` alone, without the shortcuts of
+    `create_contact` (tests hold those to it)."""
+    return _single((await upsert_batch(lease, space_id, [incoming(payload)], merge=merge))[0])
 
 
-async def _on_writer(
-    lease: Lease, space_id: int, incoming: Incoming, merge: bool
-) -> tuple[ContactDetail, bool]:
-    return await _attempts(
-        lease, lambda connection: _resolve(connection, space_id, incoming, merge)
-    )
+def _single(outcome: Outcome) -> tuple[ContactDetail, bool]:
+    if outcome.refusal is not None:
+        raise outcome.refusal
+    assert outcome.contact is not None
+    return outcome.contact, outcome.status == 201
 
 
-async def _resolve(
-    connection: Connection, space_id: int, incoming: Incoming, merge: bool
-) -> tuple[ContactDetail, bool]:
-    """In a write transaction: create the contact, or merge it into the owners of its
-    emails (whoever they are by now)."""
-    owners = await _owner_ids(connection, space_id, incoming.values["emails"])
-    if not owners:
-        return await _insert_contact(connection, space_id, incoming), True
-    if not merge:
-        raise _conflict(owners)
-    return await _merge(connection, space_id, owners, incoming), False
-
-
-def _conflict(owners: list[int]) -> Conflict:
-    existing = min(owners)
+def _conflict(existing: int) -> Conflict:
     return Conflict(f"A contact with one of these emails already exists (id {existing}).", existing)
 
 
+async def _store(
+    connection: Connection,
+    space_id: int,
+    items: Sequence[Incoming],
+    *,
+    merge: bool,
+    write: bool = True,
+    atomic: bool = False,
+    known: list[int] | None = None,
+    then: Then | None = None,
+) -> list[Outcome]:
+    """In a write transaction: lock the contacts owning the items' emails (`known`, when the
+    caller has just looked them up), plan the items against them, and write the plan.
+
+    Whose emails are whose is read again after the lock, from the locked contacts' values: an
+    email of the items that none of them holds is taken as new, and if another contact took it
+    meanwhile, the unique index refuses the insert and the attempt starts again."""
+    if known is None:
+        emails = sorted({email for item in items for email in item.emails()})
+        known = await _owner_ids(connection, space_id, emails)
+    stored = []
+    if known:
+        rows = await LOCK_CONTACTS.rows(connection, {"space_id": space_id, "ids": known})
+        if len(rows) != len(known) or any(row.merged_into_id is not None for row in rows):
+            raise _Raced()  # merged since the look-up
+        values = await stored_values(connection, space_id, known)
+        by_contact: dict[int, list[Any]] = {row.id: [] for row in rows}
+        for kind in KINDS:
+            for value in values[kind]:
+                by_contact[value.contact_id].append(value)
+        stored = [stored_person(row, by_contact[row.id]) for row in rows]
+    result = plan(items, stored, merge=merge, now=utcnow())
+    if atomic and any(isinstance(one, Refused) for one in result.outcomes):
+        write = False
+    if write:
+        await _write(connection, space_id, result)
+    outcomes = [_outcome(one, written=write) for one in result.outcomes]
+    if then is not None:
+        await then(connection, outcomes)
+    return outcomes
+
+
+def _outcome(one: Any, *, written: bool) -> Outcome:
+    if isinstance(one, Refused):
+        return Outcome(409, refusal=one.conflict())
+    created, snapshot = one
+    return Outcome(201 if created else 200, snapshot.detail() if written else None)
+
+
+async def _write(connection: Connection, space_id: int, result: Plan) -> None:
+    """The plan's rows: merged contacts' values out, new contacts in, aliases re-pointed,
+    survivors' rows updated, values in. Emails go in sorted by normal form (byte order, as
+    NEW_CONTACT orders them): concurrent writes take the unique index in one order and wait
+    for each other instead of deadlocking."""
+    fixed = {"space": space_id, "now": result.now}
+    losers = list(result.losers())
+    if losers:
+        ids = [person.id for person in losers]
+        for kind in KINDS:
+            await DELETE_VALUES_OF[kind].run(connection, {"space_id": space_id, "ids": ids})
+    if result.created:
+        result.assign_ids(await _new_ids(connection, len(result.created)))
+        rows = [
+            (person.id, _merged_into(person), *_fields(person.primaries(), person.slots))
+            for person in result.created
+        ]
+        await INSERT_CONTACTS.run(connection, fixed, rows)
+    if losers:
+        pairs = [(person.id, person.live().id) for person in losers]
+        await REPOINT_ALIASES.run(connection, fixed, pairs)
+        await RETIRE.run(connection, fixed, pairs)
+    survivors = list(result.changed_survivors())
+    if survivors:
+        rows = [(person.id, *_fields(person.primaries(), person.slots)) for person in survivors]
+        await UPDATE_CONTACTS.run(connection, fixed, rows)
+    values: dict[str, list[tuple[int, int, str, str]]] = {kind: [] for kind in KINDS}
+    for person in result.created:
+        if person.merged_into is None:
+            for kind in KINDS:
+                values[kind].extend(
+                    (person.id, position, value, normalised)
+                    for position, (value, normalised) in enumerate(person.values[kind])
+                )
+    for person in survivors:
+        for kind, added in person.added.items():
+            values[kind].extend(
+                (person.id, position, value, normalised) for position, (value, normalised) in added
+            )
+    values["emails"].sort(key=lambda row: row[3])
+    for kind in KINDS:
+        await INSERT_VALUES[kind].run(connection, fixed, values[kind])
+
+
+def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
+    """The primary columns of these collections: each one's first value."""
+    return {
+        PRIMARY_COLUMN[kind]: (listed[0] if listed else None) for kind, listed in values.items()
+    }
+
+
+def _merged_into(person: Any) -> int | None:
+    return None if person.merged_into is None else person.live().id
+
+
+def _fields(primaries: dict[str, str | None], slots: dict[str, Any]) -> tuple[Any, ...]:
+    """A contact's CONTACT_FIELDS, in their order."""
+    both = primaries | slots
+    return tuple(both.get(name) for name in CONTACT_FIELDS)
+
+
+async def _new_ids(connection: Connection, count: int) -> list[int]:
+    if isinstance(connection, SqliteConnection):
+        last = await LAST_ID.row(connection, {})
+        assert last is not None
+        return list(range(last.id + 1, last.id + 1 + count))
+    return [row.id for row in await NEXT_IDS.rows(connection, {"n": count})]
+
+
 async def _unchanged(
-    lease: Lease, space_id: int, owner: int, incoming: Incoming
+    lease: Lease, space_id: int, owner: int, item: Incoming
 ) -> ContactDetail | None:
     """The owner as it stands, when the request brings nothing it lacks: every value is held
     already (by normal form) and every slot sent has the value sent. Then a merge would write
     nothing, and none is made. None otherwise, or when the owner was merged away since its
-    look-up: then the writer resolves it. The contact is read whole, in one snapshot
+    look-up: then `_store` resolves it. The contact is read whole, in one snapshot
     (reads.whole_contact), so the answer is a state it was in."""
     found = await whole_contact(await lease.connect(), space_id, owner)
     if found is None or found[0].id != owner:  # merged away since
         return None
     row, stored = found
-    if any(row.slots[slot] != value for slot, value in incoming.slots.items()):
+    if any(row.slots[slot] != value for slot, value in item.slots.items()):
         return None
     held: dict[str, set[str]] = {kind: set() for kind in KINDS}
-    shown: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    values: dict[str, list[str]] = {kind: [] for kind in KINDS}
     for value in stored:
         held[value.kind].add(value.normalised)
-        shown[value.kind].append(value.value)
-    for kind, rows in incoming.values.items():
+        values[value.kind].append(value.value)
+    for kind, rows in item.values.items():
         if any(normalised not in held[kind] for _, normalised in rows):
             return None
-    return ContactDetail.of(row.id, shown, row.slots, row.created_at, row.updated_at)
+    return ContactDetail.of(row.id, values, row.slots, row.created_at, row.updated_at)
 
 
 async def update_contact(
@@ -196,7 +346,7 @@ async def update_contact(
 ) -> ContactUpdated:
     """Replace each collection sent (and all slots, when custom_fields is sent) in one go."""
     sent = payload.model_fields_set
-    incoming = {
+    replaced = {
         kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS if kind in sent
     }
     slots = None
@@ -208,19 +358,25 @@ async def update_contact(
         row = await contact_row(connection, space_id, target, lock=True)
         if row is None or row.merged_into_id is not None:
             raise _Raced()  # merged into another contact since: update that one
-        if "emails" in incoming:
+        if "emails" in replaced:
             await _refuse_emails_of_others(connection, space_id, target, payload.emails)
-        for kind, rows in incoming.items():
+        fixed = {"space": space_id, "now": utcnow()}
+        for kind, rows in replaced.items():
             params = {"space_id": space_id, "contact_id": target}
             await DELETE_VALUES[kind].run(connection, params)
-            await _insert_values(connection, space_id, target, kind, list(enumerate(rows)))
-        values = {kind: [value for value, _ in rows] for kind, rows in incoming.items()}
+            ordered = sorted(enumerate(rows), key=lambda row: row[1][1])
+            await INSERT_VALUES[kind].run(
+                connection, fixed, [(target, position, *value) for position, value in ordered]
+            )
+        values = {kind: [value for value, _ in rows] for kind, rows in replaced.items()}
         primaries = row.primaries | _primaries(values)
-        await _write_contact(connection, space_id, target, primaries, slots or row.slots, utcnow())
-        shown: dict[str, Any] = dict(values)
+        await UPDATE_CONTACTS.run(
+            connection, fixed, [(target, *_fields(primaries, slots or row.slots))]
+        )
+        answer: dict[str, Any] = dict(values)
         if slots is not None:
-            shown["custom_fields"] = to_wire(slots)
-        return ContactUpdated(id=target, **shown)
+            answer["custom_fields"] = to_wire(slots)
+        return ContactUpdated(id=target, **answer)
 
     return await _attempts(lease, write)
 
@@ -241,167 +397,49 @@ async def _attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -
 
 
 async def _insert_if_new(
-    lease: Lease, space_id: int, incoming: Incoming
+    lease: Lease, space_id: int, item: Incoming
 ) -> tuple[ContactDetail | None, list[int]]:
     """PostgreSQL: the new contact, written by NEW_CONTACT; when an email is known, nothing is
     written and the owners of the known emails come back instead. A concurrent create that
     takes an email while the statement runs leaves neither: (None, [])."""
     now = utcnow()
-    values = incoming.shown()
+    values = shown(item)
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
-    params |= incoming.slots | _primaries(values)
-    for kind, rows in incoming.values.items():
+    params |= item.slots
+    params |= {
+        PRIMARY_COLUMN[kind]: (listed[0] if listed else None) for kind, listed in values.items()
+    }
+    for kind, rows in item.values.items():
         params[f"{kind}_positions"] = list(range(len(rows)))
         params[f"{kind}_values"] = values[kind]
         params[f"{kind}_normalised"] = [normalised for _, normalised in rows]
     try:
         row = await NEW_CONTACT.row(await lease.connect(), params)
     except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-        return None, []  # a concurrent write took an email first: resolve on the writer
+        return None, []  # a concurrent write took an email first: resolve in `_store`
     assert row is not None
     if row.created is None:
         return None, sorted(set(row.owners or ()))
-    return ContactDetail.of(row.created, values, incoming.slots, now, now), []
+    return ContactDetail.of(row.created, values, item.slots, now, now), []
 
 
-async def _email_owners(
-    connection: Connection, space_id: int, emails: list[Value]
-) -> dict[str, int]:
-    """Which contact owns each of these emails (by normal form), for those that are known."""
-    sent = [normalised for _, normalised in emails]
-    rows = await OWNERS.rows(connection, {"space_id": space_id, "emails": sent})
+async def _email_owners(connection: Connection, space_id: int, emails: list[str]) -> dict[str, int]:
+    """Which contact owns each of these emails (normal forms), for those that are known."""
+    rows = await OWNERS.rows(connection, {"space_id": space_id, "emails": emails})
     return {row.normalised: row.contact_id for row in rows if row.contact_id is not None}
 
 
-async def _owner_ids(connection: Connection, space_id: int, emails: list[Value]) -> list[int]:
+async def _owner_ids(connection: Connection, space_id: int, emails: list[str]) -> list[int]:
     """The contacts that own any of these emails, by id."""
     return sorted(set((await _email_owners(connection, space_id, emails)).values()))
-
-
-def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
-    return {PRIMARY_COLUMN[kind]: (values[kind][0] if values[kind] else None) for kind in values}
-
-
-def _contact_params(primaries: dict[str, str | None], slots: dict[str, Any]) -> dict[str, Any]:
-    """The `set_…` parameters of INSERT_CONTACT and UPDATE_CONTACT."""
-    return {f"set_{column}": primaries.get(column) for column in PRIMARY_COLUMN.values()} | {
-        f"set_{slot}": slots.get(slot) for slot in SLOTS
-    }
-
-
-async def _write_contact(
-    connection: Connection,
-    space_id: int,
-    contact_id: int,
-    primaries: dict[str, str | None],
-    slots: dict[str, Any],
-    now: datetime,
-) -> None:
-    params = {"space": space_id, "contact_id": contact_id, "now": now}
-    await UPDATE_CONTACT.run(connection, params | _contact_params(primaries, slots))
-
-
-async def _insert_values(
-    connection: Connection, space_id: int, contact_id: int, kind: str, rows: list[tuple[int, Value]]
-) -> None:
-    if not rows:
-        return
-    # Emails go in sorted order, as in NEW_CONTACT: concurrent writes lock them in one order.
-    ordered = sorted(rows, key=lambda row: row[1][1]) if kind == "emails" else rows
-    params = {
-        "space_id": space_id,
-        "contact_id": contact_id,
-        "positions": [position for position, _ in ordered],
-        "values": [value for _, (value, _) in ordered],
-        "normalised": [normalised for _, (_, normalised) in ordered],
-    }
-    await INSERT_VALUES[kind].run(connection, params)
-
-
-async def _insert_contact(
-    connection: Connection, space_id: int, incoming: Incoming
-) -> ContactDetail:
-    now = utcnow()
-    values = incoming.shown()
-    params = {"space": space_id, "now": now}
-    params |= _contact_params(_primaries(values), incoming.slots)
-    row = await INSERT_CONTACT.row(connection, params)
-    assert row is not None
-    for kind in KINDS:
-        await _insert_values(
-            connection, space_id, row.id, kind, list(enumerate(incoming.values[kind]))
-        )
-    return ContactDetail.of(row.id, values, incoming.slots, now, now)
-
-
-async def _merge(
-    connection: Connection, space_id: int, ids: list[int], incoming: Incoming
-) -> ContactDetail:
-    """Merge the request and the contacts `ids` into the oldest of them."""
-    locked = await LOCK_CONTACTS.rows(connection, {"space_id": space_id, "ids": ids})
-    # Between the look-up and the lock another request may have merged these contacts, or
-    # given one of the emails to another contact: then resolve again.
-    if len(locked) != len(ids) or any(row.merged_into_id is not None for row in locked):
-        raise _Raced()
-    if await _owner_ids(connection, space_id, incoming.values["emails"]) != ids:
-        raise _Raced()
-
-    survivor, losers = ids[0], ids[1:]
-    stored = await stored_values(connection, space_id, ids)
-    values: dict[str, list[str]] = {}
-    additions: dict[str, list[tuple[int, Value]]] = {}
-    for kind in KINDS:
-        kept = [row for row in stored[kind] if row.contact_id == survivor]
-        others = [(row.value, row.normalised) for row in stored[kind] if row.contact_id != survivor]
-        seen = {row.normalised for row in kept}
-        position = max((row.position for row in kept), default=-1) + 1
-        additions[kind] = []
-        for value, normalised in others + incoming.values[kind]:
-            if normalised not in seen:
-                seen.add(normalised)
-                additions[kind].append((position, (value, normalised)))
-                position += 1
-        values[kind] = [row.value for row in kept] + [value for _, (value, _) in additions[kind]]
-
-    # The survivor's slots win; its empty ones are filled from the others, by id; then the
-    # request's slots overwrite.
-    before = locked[0].slots
-    slots = dict(before)
-    for row in locked[1:]:
-        for slot, value in row.slots.items():
-            if slots[slot] is None:
-                slots[slot] = value
-    slots.update(incoming.slots)
-    changed = slots != before
-
-    updated_at = locked[0].updated_at
-    if losers or changed or any(additions.values()):
-        updated_at = utcnow()
-        if losers:
-            await _retire(connection, space_id, survivor, losers, updated_at)
-        for kind in KINDS:
-            await _insert_values(connection, space_id, survivor, kind, additions[kind])
-        await _write_contact(connection, space_id, survivor, _primaries(values), slots, updated_at)
-    return ContactDetail.of(survivor, values, slots, locked[0].created_at, updated_at)
-
-
-async def _retire(
-    connection: Connection, space_id: int, survivor: int, losers: list[int], now: datetime
-) -> None:
-    """Make `losers` aliases of `survivor`; their values have been copied to it."""
-    for kind in KINDS:
-        await DELETE_VALUES_OF[kind].run(connection, {"space_id": space_id, "ids": losers})
-    # Aliases point straight at the survivor, so that resolving an id is one step.
-    params = {"space": space_id, "ids": losers, "survivor": survivor}
-    await REPOINT_ALIASES.run(connection, params)
-    await RETIRE.run(connection, params | {"now": now})
 
 
 async def _refuse_emails_of_others(
     connection: Connection, space_id: int, contact_id: int, emails: list[str]
 ) -> None:
     """422 when any of `emails` belongs to another contact of the Space."""
-    owners = await _email_owners(connection, space_id, dedupe(emails, normalise_email))
+    sent = [normalised for _, normalised in dedupe(emails, normalise_email)]
+    owners = await _email_owners(connection, space_id, sent)
     errors: dict[str, list[str]] = {}
     others: list[int] = []
     for index, email in enumerate(emails):
