@@ -27,6 +27,8 @@ TENANT_TABLES = (
     "contact_names",
     "contact_locations",
     "contact_exports",
+    "idempotency_keys",
+    "import_progress",
     "contacts",
     "api_keys",
     "spaces",
@@ -98,6 +100,13 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 async def db(settings: Settings) -> AsyncIterator[Database]:
     """The test's own engines, on tables emptied before it starts."""
     database = Database(settings.database_url, pool_size=5)
+    await empty_tables(database)
+    yield database
+    await database.dispose()
+
+
+async def empty_tables(database: Database) -> None:
+    """Every tenant table emptied, ids numbered from 1 again."""
     async with database.writer() as session, session.begin():
         if database.is_sqlite:
             for table in TENANT_TABLES:
@@ -107,8 +116,6 @@ async def db(settings: Settings) -> AsyncIterator[Database]:
             await session.execute(
                 text(f"TRUNCATE {', '.join(TENANT_TABLES)} RESTART IDENTITY CASCADE")
             )
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

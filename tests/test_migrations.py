@@ -24,6 +24,8 @@ TABLES = {
     "contacts",
     "contact_emails",
     "contact_exports",
+    "idempotency_keys",
+    "import_progress",
     "contact_phones",
     "contact_names",
     "contact_locations",

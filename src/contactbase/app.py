@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
-from contactbase import __version__
+from contactbase import __version__, idempotency
 from contactbase.contacts.exports import ExportWorker
-from contactbase.contacts.router import api
+from contactbase.contacts.router import API_BASE, api
 from contactbase.db import Database
 from contactbase.dispatch import Dispatcher, error_response
 from contactbase.errors import ApiError, MethodNotAllowed, NotFound
@@ -78,11 +78,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        worker = asyncio.create_task(state.exports.run_forever(), name="export worker")
+        tasks = [
+            asyncio.create_task(state.exports.run_forever(), name="export worker"),
+            asyncio.create_task(idempotency.sweep_forever(db), name="idempotency sweep"),
+        ]
         yield
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await close(app)
 
     app = App(
@@ -131,6 +136,7 @@ class App(FastAPI):
         return RequestContext(
             Dispatcher(fastapi, api=api),
             max_body_bytes=settings.max_body_bytes,
+            larger_bodies={f"{API_BASE}/contacts/batch": settings.max_batch_bytes},
             metrics=state.metrics,
             access_log=write_to_stdout if settings.access_log else None,
         )

@@ -19,13 +19,17 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from contactbase import idempotency
 from contactbase.db import Lease
 from contactbase.errors import ApiError, MethodNotAllowed, render
+from contactbase.idempotency import Claim
+from contactbase.prepared import Connection
 from contactbase.spaces.access import Access, authorise
 from contactbase.spaces.service import Caller
 from contactbase.state import AppState, state_of
@@ -34,8 +38,9 @@ from contactbase.validation import parse_body, parse_query
 log = logging.getLogger("contactbase")
 
 Query = TypeVar("Query", bound=BaseModel)
-Body = TypeVar("Body", bound=BaseModel | None)
+Body = TypeVar("Body")
 Sent = TypeVar("Sent", bound=BaseModel)
+Read = TypeVar("Read")
 
 
 @dataclass
@@ -49,6 +54,14 @@ class Call(Generic[Query, Body]):
     query: Query
     body: Body
     _caller: Caller | None = None
+    # The request's hold on its Idempotency-Key, when it sent one (contactbase.idempotency).
+    claim: Claim | None = None
+
+    async def keep(self, target: "Connection | AsyncSession", response: Response) -> None:
+        """Store `response` as the answer to the request's Idempotency-Key, if it sent one and
+        the answer is one to store; in `target`'s transaction, that of the effect."""
+        if self.claim is not None and idempotency.worth_keeping(response):
+            await idempotency.keep(target, self.claim, response)
 
     @property
     def caller(self) -> Caller:
@@ -81,6 +94,10 @@ class Operation:
     answers: dict[str, Any] = field(default_factory=dict)
     # Path parameters: name -> OpenAPI parameter schema and description.
     parameters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # How the body is read, when not as one `body` (a batch validates each item on its own).
+    read: Callable[[bytes], Any] | None = None
+    # Accepts Idempotency-Key (SPEC 6.2); its handler stores its answer with `Call.keep`.
+    idempotent: bool = False
     pattern: re.Pattern[str] = field(init=False)
     # The query of a request that sends none (most do), parsed once; None when it is invalid.
     no_query: BaseModel | None = field(init=False)
@@ -125,6 +142,20 @@ class Api:
         operation_id: str,
         access: Access | None,
         query: type[Query],
+        body: type[BaseModel],
+        read: Callable[[bytes], Read],
+        **more: Any,
+    ) -> Callable[[Handler[Query, Read]], Handler[Query, Read]]: ...
+
+    @overload
+    def operation(
+        self,
+        method: str,
+        path: str,
+        *,
+        operation_id: str,
+        access: Access | None,
+        query: type[Query],
         body: type[Sent],
         **more: Any,
     ) -> Callable[[Handler[Query, Sent]], Handler[Query, Sent]]: ...
@@ -151,10 +182,11 @@ class Api:
         access: Access | None,
         query: type[BaseModel],
         body: type[BaseModel] | None = None,
+        read: Callable[[bytes], Any] | None = None,
         **more: Any,
     ) -> Callable[[Handler[Any, Any]], Handler[Any, Any]]:
         """Declare the operation that the decorated handler serves; `more` takes Operation's
-        other fields (status, response, summary, errors, answers, parameters)."""
+        other fields (status, response, summary, errors, answers, parameters, read)."""
 
         def declare(handler: Handler[Any, Any]) -> Handler[Any, Any]:
             self.operations.append(
@@ -166,12 +198,35 @@ class Api:
                     access=access,
                     query=query,
                     body=body,
+                    read=read,
                     **{"status": 200, "response": None, "summary": "", **more},
                 )
             )
             return handler
 
         return declare
+
+
+async def _claim(
+    state: AppState, request: Request, lease: Lease, caller: Caller
+) -> "idempotency.Claim | Response | None":
+    """The request's hold on the Idempotency-Key it sent, or the answer it gets instead."""
+    key = idempotency.sent_key(request)
+    if key is None:
+        return None
+    return await idempotency.claim(
+        lease,
+        caller.space_id,
+        key,
+        idempotency.fingerprint(
+            request.method,
+            route_path(request.scope),
+            request.query_params.multi_items(),
+            await request.body(),
+        ),
+        state.settings.idempotency_ttl_seconds,
+        request.scope["state"]["request_id"],
+    )
 
 
 def route_path(scope: Scope) -> str:
@@ -233,10 +288,22 @@ class Dispatcher:
                 caller = await authorise(state, request, lease, operation.access)
             query = operation.parse_query(request)
             body = None
-            if operation.body is not None:
+            if operation.read is not None:
+                body = operation.read(await request.body())
+            elif operation.body is not None:
                 body = parse_body(operation.body, await request.body())
             call = Call(request, state, lease, params, query, body, caller)
-            return await operation.handler(call)
+            if operation.idempotent and caller is not None:
+                held = await _claim(state, request, lease, caller)
+                if isinstance(held, Response):
+                    return held
+                call.claim = held
+            try:
+                response = await operation.handler(call)
+            finally:
+                if call.claim is not None and not call.claim.kept:
+                    await idempotency.release(state.db, call.claim)
+            return response
         except ApiError as error:
             # Our own answer, raised between statements: the connection is in a known state.
             if error.status >= 500:

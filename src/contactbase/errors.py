@@ -99,6 +99,40 @@ class InvalidInput(ApiError):
         self.errors = errors
 
 
+class BatchRefused(InvalidInput):
+    """atomic=true and an item of the batch failed: nothing was stored. The body adds the
+    batch's counts and every item's result to the validation error."""
+
+    summary = "An item failed under atomic=true: nothing of the batch was stored"
+    body = "BatchRefusedBody"
+
+
+class IdempotencyMismatch(ApiError):
+    """The Idempotency-Key was used before with another request (SPEC 6.2)."""
+
+    status, code = 422, "idempotency_mismatch"
+    summary = "The Idempotency-Key was used with another request"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This Idempotency-Key was used with another request (method, path, query or "
+            "body); use a new key for a new request."
+        )
+
+
+class IdempotencyInFlight(ApiError):
+    """A request with the same Idempotency-Key has not been answered yet (SPEC 6.2)."""
+
+    status, code = 409, "idempotency_in_flight"
+    summary = "A request with this Idempotency-Key is still being answered"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "A request with this Idempotency-Key is still being answered; retry after a second.",
+            headers={"Retry-After": "1"},
+        )
+
+
 class TooManyRequests(ApiError):
     """Over the limit; the rate-limit headers, Retry-After among them, come from the decision."""
 

@@ -15,6 +15,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contactbase.db import is_retryable, is_unavailable
+from contactbase.dispatch import route_path
 from contactbase.errors import (
     ApiError,
     InternalError,
@@ -74,10 +75,13 @@ class RequestContext:
         *,
         max_body_bytes: int,
         metrics: Metrics,
+        larger_bodies: dict[str, int] | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths whose bodies have a limit of their own (a batch's), by path.
+        self.larger_bodies = larger_bodies or {}
         self.metrics = metrics
         self.access_log = access_log
 
@@ -105,13 +109,14 @@ class RequestContext:
             await send(message)
 
         try:
+            limit = self.larger_bodies.get(route_path(scope), self.max_body_bytes)
             try:
-                body = await self._read_body(scope, receive)
+                body = await self._read_body(scope, receive, limit)
             except ClientGone:
                 status = 499  # as nginx counts it: no one to answer, and nothing to act on
                 return
             if body is None:
-                await _answer(send_with_id, PayloadTooLarge(self.max_body_bytes), request_id)
+                await _answer(send_with_id, PayloadTooLarge(limit), request_id)
             else:
                 await self.app(scope, _replay(body, receive), send_with_id)
         except Exception as exc:
@@ -137,11 +142,11 @@ class RequestContext:
             if self.access_log is not None:
                 self.access_log(access_line(scope, status, seconds, request_id))
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes | None:
+    async def _read_body(self, scope: Scope, receive: Receive, limit: int) -> bytes | None:
         """The whole body, or None when it passes the limit: read up front so that 413 comes
         before every other check, whether or not Content-Length was sent."""
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+        if length is not None and length.isdigit() and int(length) > limit:
             return None
         chunks: list[bytes] = []
         size = 0
@@ -152,7 +157,7 @@ class RequestContext:
                 raise ClientGone()
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return None
             chunks.append(chunk)
             if not message.get("more_body", False):

@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from contactbase import errors
+from contactbase.contacts.schemas import BatchResult
 from contactbase.dispatch import Api, Operation
 from contactbase.errors import ApiError
 
@@ -36,8 +37,14 @@ class ConflictBody(ErrorBody):
     existing_contact_id: int = Field(description="The lowest id among the contacts matched.")
 
 
+class BatchRefusedBody(ValidationErrorBody, BatchResult):
+    """atomic=true and an item failed: nothing was stored. The error body with every item's
+    result; `errors` holds the failed items' reasons under `contacts.N.`."""
+
+
 ERROR_BODIES: dict[str, type[BaseModel]] = {
-    model.__name__: model for model in (ErrorBody, ValidationErrorBody, ConflictBody)
+    model.__name__: model
+    for model in (ErrorBody, ValidationErrorBody, ConflictBody, BatchRefusedBody)
 }
 # Every operation may answer these; a secured one these too; one that reads a body these.
 EVERY = (errors.InvalidInput, errors.InternalError, errors.ServiceUnavailable)
@@ -48,6 +55,22 @@ SECURED = (
     errors.TooManyRequests,
 )
 WITH_BODY = (errors.PayloadTooLarge,)
+IDEMPOTENT = (errors.IdempotencyMismatch, errors.IdempotencyInFlight)
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Makes a retry safe (SPEC 6.2): a request repeated with the same key gets the "
+    "first one's answer again and changes nothing, for 24 hours; the same key with another "
+    "request is a 422, and while the first is being answered a 409.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+}
+REPLAYED_HEADER = {
+    "Idempotent-Replayed": {
+        "description": "`true` on an answer replayed for a repeated Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
 
 SECURITY_SCHEME = {
     "ApiKey": {
@@ -70,10 +93,18 @@ def error_responses(kinds: tuple[type[ApiError], ...]) -> dict[str, Any]:
     return {
         str(status): {
             "description": "; ".join(f"`{kind.code}`: {kind.summary}" for kind in found),
-            "content": {"application/json": {"schema": _ref(found[0].body)}},
+            "content": {"application/json": {"schema": _schema(found)}},
         }
         for status, found in sorted(by_status.items())
     }
+
+
+def _schema(kinds: list[type[ApiError]]) -> dict[str, Any]:
+    """The body schema of errors of one status: the one body they share, or any of theirs."""
+    bodies = list(dict.fromkeys(kind.body for kind in kinds))
+    if len(bodies) == 1:
+        return _ref(bodies[0])
+    return {"anyOf": [_ref(body) for body in bodies]}
 
 
 def _parameters(operation: Operation) -> list[dict[str, Any]]:
@@ -81,6 +112,8 @@ def _parameters(operation: Operation) -> list[dict[str, Any]]:
         {"name": name, "in": "path", "required": True, **spec}
         for name, spec in operation.parameters.items()
     ]
+    if operation.idempotent:
+        parameters.append(IDEMPOTENCY_KEY)
     schema = operation.query.model_json_schema()
     for name, field in schema.get("properties", {}).items():
         parameters.append(
@@ -118,6 +151,8 @@ def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
             kinds += SECURED
         if operation.body is not None:
             kinds += WITH_BODY
+        if operation.idempotent:
+            kinds += IDEMPOTENT
         responses: dict[str, Any] = {}
         if operation.response is not None:
             schema = refs[(operation.response, "serialization")]
@@ -134,6 +169,10 @@ def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
                 }
             responses[status] = extra
         responses.update(error_responses(kinds))
+        if operation.idempotent:
+            for status, response in responses.items():
+                if status.startswith("2") or status == "409":
+                    response["headers"] = REPLAYED_HEADER
         document: dict[str, Any] = {
             "tags": ["contacts"],
             "summary": operation.summary,

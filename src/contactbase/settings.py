@@ -17,6 +17,12 @@ class Settings(BaseSettings):
     )
     redis_url: str | None = Field(default=None, description="Shared rate-limit counters.")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    idempotency_ttl_seconds: int = Field(
+        default=24 * 3600, ge=1, description="How long an Idempotency-Key's answer is kept."
+    )
+    max_batch_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1, description="The body limit of POST /contacts/batch."
+    )
     rate_limit_window_seconds: int = Field(
         default=60, ge=1, description="The limits' window; the API promises 60 (tests shorten it)."
     )

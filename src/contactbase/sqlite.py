@@ -162,6 +162,11 @@ class Embedded:
         """The writer waits for the file's write lock, held by another connection."""
         return self._writer is not None and self._writer.waiting
 
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the writer's next transaction."""
+        return len(self._queue)
+
     async def write(self, work: Callable[[SqliteConnection], Awaitable[T]]) -> T:
         """Run `work` in a write transaction, committed (with others queued beside it) before
         this returns; if `work` raises, nothing of it is written."""

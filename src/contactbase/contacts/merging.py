@@ -212,8 +212,8 @@ def _merge(owners: list[Person], item: Incoming, now: datetime) -> Person:
         for slot, value in loser.slots.items():
             if survivor.slots[slot] is None:
                 survivor.slots[slot] = value
+        # Its row keeps its primaries and slots as they were (its values go with it).
         loser.merged_into = survivor
-        loser.values = {kind: [] for kind in KINDS}
         loser.updated_at = now
     survivor.slots.update(item.slots)
     if losers or survivor.slots != before:

@@ -3,6 +3,7 @@
 from datetime import datetime
 
 from sqlalchemy import (
+    BigInteger,
     CheckConstraint,
     DateTime,
     Double,
@@ -10,6 +11,7 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -168,6 +170,43 @@ class Export(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime())
     contacts: Mapped[int | None] = mapped_column(Integer)
     failure: Mapped[str | None] = mapped_column(Text)
+
+
+class IdempotentRequest(Base):
+    """A request sent with an Idempotency-Key (SPEC 6.2, contactbase.idempotency): in flight
+    (no status yet) from its receipt until its answer is stored, in the same transaction as
+    its effect; then that answer, until it expires."""
+
+    __tablename__ = "idempotency_keys"
+    # The clean-up's query: what has expired.
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    # sha256 of method, path, query and the parsed body: a reuse with another request is refused.
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    status: Mapped[int | None] = mapped_column(Integer)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # In flight: when the marker of a process that died lapses; answered: when the answer does.
+    expires_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ImportProgress(Base):
+    """How far `contactbase import` has committed a file into a Space: written with each
+    batch, so that `--resume` continues after the last committed line."""
+
+    __tablename__ = "import_progress"
+
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
+    path: Mapped[str] = mapped_column(Text, primary_key=True)  # absolute
+    # sha256 of the file's first `committed_bytes` bytes: a file changed since is not resumed.
+    prefix_sha256: Mapped[str] = mapped_column(String(64))
+    committed_bytes: Mapped[int] = mapped_column(BigInteger)
+    lines: Mapped[int] = mapped_column(BigInteger)  # the last committed line's number
+    created: Mapped[int] = mapped_column(BigInteger)
+    merged: Mapped[int] = mapped_column(BigInteger)
+    failed: Mapped[int] = mapped_column(BigInteger)
+    updated_at: Mapped[datetime] = mapped_column(DateTime())
 
 
 VALUE_TABLES: dict[str, type[ContactValue]] = {

@@ -1,10 +1,12 @@
 """HTTP shape of the contacts endpoints, /public-api/v1/contacts: each operation declared once
 (contactbase.dispatch), its handler given the caller and its parsed query and body."""
 
+from collections import Counter
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
+import orjson
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -19,6 +21,9 @@ from contactbase.contacts.pagination import (
     encode_cursor,
 )
 from contactbase.contacts.schemas import (
+    BatchQuery,
+    BatchRequest,
+    BatchResult,
     ContactCreate,
     ContactDetail,
     ContactPage,
@@ -32,9 +37,19 @@ from contactbase.contacts.schemas import (
     GetQuery,
     ListQuery,
     NoQuery,
+    read_batch,
 )
-from contactbase.dispatch import Api, Call
-from contactbase.errors import Conflict, DownloadLinkInvalid, NotFound, invalid
+from contactbase.dispatch import Api, Call, error_response
+from contactbase.errors import (
+    ApiError,
+    BatchRefused,
+    Conflict,
+    DownloadLinkInvalid,
+    InvalidInput,
+    NotFound,
+    invalid,
+)
+from contactbase.prepared import Connection
 from contactbase.spaces import access
 from contactbase.spaces.service import signing_secret
 from contactbase.validation import message_for
@@ -85,6 +100,7 @@ async def signing_key(call: Call[Any, Any]) -> bytes:
     "POST",
     "/contacts",
     operation_id="createContact",
+    idempotent=True,
     access=access.CREATE,
     query=CreateQuery,
     body=ContactCreate,
@@ -104,10 +120,122 @@ async def create_contact(call: Call[CreateQuery, ContactCreate]) -> Response:
     the others keep resolving to. With `on_conflict=error`, known emails give 409 instead.
     """
     merge = call.query.on_conflict == "merge"
-    contact, created = await writes.create_contact(
-        call.lease, call.caller.space_id, call.body, merge=merge
+    if call.claim is None:
+        contact, created = await writes.create_contact(
+            call.lease, call.caller.space_id, call.body, merge=merge
+        )
+        return answer(contact, 201 if created else 200)
+    # With an Idempotency-Key, the answer is stored in the transaction of the write.
+    answered: list[Response] = []
+
+    async def then(connection: Connection, outcomes: list[writes.Outcome]) -> None:
+        (outcome,) = outcomes
+        if outcome.refusal is not None:
+            response = error_response(outcome.refusal, call.request.scope)
+        else:
+            assert outcome.contact is not None
+            response = answer(outcome.contact, outcome.status)
+        await call.keep(connection, response)
+        answered.append(response)
+
+    item = writes.incoming(call.body)
+    await writes.upsert_batch(call.lease, call.caller.space_id, [item], merge=merge, then=then)
+    return answered[-1]
+
+
+@api.operation(
+    "POST",
+    "/contacts/batch",
+    operation_id="batchUpsertContacts",
+    idempotent=True,
+    access=access.BATCH,
+    query=BatchQuery,
+    body=BatchRequest,
+    read=read_batch,
+    response=BatchResult,
+    summary="Create or merge up to 1,000 contacts in one request",
+    errors=(BatchRefused,),
+    answers={"207": {"model": BatchResult, "description": "Some items failed; the others stand"}},
+)
+async def upsert_contacts(call: Call[BatchQuery, list[ContactCreate | InvalidInput]]) -> Response:
+    """Each item is handled in order with the rules of `POST /contacts` (validation, identity,
+    merge); an item whose emails meet an earlier item's resolves to the same contact. Each item
+    is all of its values or none. The answer lists every item once, in order: 201 created, 200
+    merged (each with the contact as it stood after the item), 422 invalid, 409 known emails
+    under `on_conflict=error`. 200 when every item succeeded, 207 when some failed. With
+    `atomic=true`, a failed item means nothing of the batch is stored: 422, with every item's
+    result (the others as they would have been, without a contact)."""
+    sent, query = call.body, call.query
+    valid = [writes.incoming(item) for item in sent if isinstance(item, ContactCreate)]
+    answered: list[Response] = []
+
+    async def then(connection: Connection, outcomes: list[writes.Outcome]) -> None:
+        response = _batch_answer(call, outcomes)
+        await call.keep(connection, response)
+        answered.append(response)
+
+    await writes.upsert_batch(
+        call.lease,
+        call.caller.space_id,
+        valid,
+        merge=query.on_conflict == "merge",
+        write=not (query.atomic and len(valid) < len(sent)),
+        atomic=query.atomic,
+        then=then,
     )
-    return answer(contact, 201 if created else 200)
+    return answered[-1]
+
+
+def _batch_answer(
+    call: Call[BatchQuery, list[ContactCreate | InvalidInput]], outcomes: list[writes.Outcome]
+) -> Response:
+    """200 or 207 with every item's result in order; under atomic=true with a failed item,
+    the 422 of BatchRefused."""
+    sent = call.body
+    done = iter(outcomes)
+    results = [
+        _batch_failure(index, 422, item)
+        if isinstance(item, InvalidInput)
+        else _batch_result(index, next(done))
+        for index, item in enumerate(sent)
+    ]
+    counts = Counter(result["status"] for result in results)
+    created, merged = counts[201], counts[200]
+    failed = len(results) - created - merged
+    totals = {"created": created, "merged": merged, "failed": failed}
+    if failed and call.query.atomic:
+        refused = BatchRefused(_batch_errors(sent, results), **totals, results=results)
+        return error_response(refused, call.request.scope)
+    body = orjson.dumps({**totals, "results": results})
+    return Response(body, status_code=207 if failed else 200, media_type="application/json")
+
+
+def _batch_result(index: int, outcome: writes.Outcome) -> dict[str, Any]:
+    if outcome.refusal is not None:
+        return _batch_failure(index, 409, outcome.refusal)
+    result: dict[str, Any] = {"index": index, "status": outcome.status}
+    if outcome.contact is not None:
+        result["contact"] = outcome.contact.model_dump(mode="json", exclude_unset=True)
+    return result
+
+
+def _batch_failure(index: int, status: int, error: ApiError) -> dict[str, Any]:
+    return {"index": index, "status": status, **error.content()}
+
+
+def _batch_errors(
+    sent: list[ContactCreate | InvalidInput], results: list[dict[str, Any]]
+) -> dict[str, list[str]]:
+    """The failed items' reasons, under `contacts.N.` (a refusal's under its emails)."""
+    errors: dict[str, list[str]] = {}
+    for item, result in zip(sent, results, strict=True):
+        prefix = f"contacts.{result['index']}"
+        if isinstance(item, InvalidInput):
+            for field, messages in item.errors.items():
+                errors[f"{prefix}.{field}"] = messages
+        elif result["status"] == 409:
+            errors[f"{prefix}.emails"] = [result["message"]]
+    return errors
 
 
 @api.operation(
@@ -258,6 +386,7 @@ EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export 
     "POST",
     "/contacts/exports",
     operation_id="createExport",
+    idempotent=True,
     access=access.EXPORT,
     query=NoQuery,
     body=ExportRequest,
@@ -274,8 +403,12 @@ async def create_export(call: Call[NoQuery, ExportRequest]) -> Response:
     assert end is not None
     async with call.lease.session(write=True) as session:
         export = await exports.queue_export(session, call.caller.space_id, start, end)
-    status = ExportStatus(export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"])
-    return answer(status, 202)
+        queued = ExportStatus(
+            export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"]
+        )
+        response = answer(queued, 202)
+        await call.keep(session, response)
+    return response
 
 
 @api.operation(

@@ -29,6 +29,7 @@ GET = Access("contacts:read", "get")
 LIST = Access("contacts:read", "list")
 UPDATE = Access("contacts:write", "update")
 EXPORT = Access("contacts:read", "export")
+BATCH = Access("contacts:write", "batch")
 # Polling an export counts against the get limit, as Cometly counts it.
 POLL_EXPORT = Access("contacts:read", "get")
 
