@@ -3,6 +3,7 @@ execution path on the request path's own connections (asyncpg's, sqlite3's); and
 difference of SQL between the two that they need, how a list is passed."""
 
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 
 import asyncpg
@@ -143,26 +144,34 @@ class Bulk:
 
     def _sqlite_rows(
         self, form: _SqliteForm, fixed: dict[str, Any], rows: Sequence[Sequence[Any]]
-    ) -> list[list[Any]]:
+    ) -> list[Any]:
+        """Each row's parameters in the statement's order: its columns, converted where the
+        column's type converts, and the fixed values (converted once)."""
         index = {name: position for position, name in enumerate(self.columns)}
-        # Each parameter of the statement: the row's column at `position`, converted, or a
-        # fixed value converted once.
-        places: list[tuple[int | None, Processor, Any]] = []
-        for name, convert in zip(form.names, form.binds, strict=True):
+        constants: list[Any] = []
+        order: list[int] = []  # of each parameter: its place in a row extended by the constants
+        converts: list[tuple[int, Any]] = []
+        for place, (name, convert) in enumerate(zip(form.names, form.binds, strict=True)):
             if name in index:
-                places.append((index[name], convert, None))
+                order.append(index[name])
+                if convert is not None:
+                    converts.append((place, convert))
             else:
                 value = fixed[name]
-                places.append((None, None, value if convert is None else convert(value)))
-        return [
-            [
-                value
-                if position is None
-                else (row[position] if convert is None else convert(row[position]))
-                for position, convert, value in places
-            ]
-            for row in rows
-        ]
+                order.append(len(self.columns) + len(constants))
+                constants.append(value if convert is None else convert(value))
+        pick = itemgetter(*order)
+        extra = tuple(constants)
+        if not converts:
+            return [pick((*row, *extra)) for row in rows]
+        picked = []
+        for row in rows:
+            args = list(pick((*row, *extra)))
+            for place, convert in converts:
+                if args[place] is not None:
+                    args[place] = convert(args[place])
+            picked.append(args)
+        return picked
 
 
 def no_rows() -> None:

@@ -331,3 +331,15 @@ def test_dedupe_keeps_the_first_of_each_normal_form_in_order(
     assert [form for _, form in kept] == list(dict.fromkeys(forms))
     assert [value for value, _ in kept] == [values[first_index[form]] for _, form in kept]
     assert all(normalise(value) == form for value, form in kept)
+
+
+def test_control_characters_are_the_categories_cc_and_cs() -> None:
+    """has_control_characters' ranges are exactly Unicode's categories Cc and Cs."""
+    import sys
+    import unicodedata
+
+    from contactbase.validation import has_control_characters
+
+    for code in range(sys.maxunicode + 1):
+        char = chr(code)
+        assert has_control_characters(char) == (unicodedata.category(char) in ("Cc", "Cs"))

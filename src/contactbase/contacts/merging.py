@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from contactbase.contacts.custom_fields import SLOTS
+from contactbase.contacts.custom_fields import SLOTS, to_wire
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
 from contactbase.contacts.reads import ContactRow, ValueRow
-from contactbase.contacts.schemas import ContactDetail
+from contactbase.contacts.schemas import ContactDetail, wire_time
 from contactbase.errors import Conflict
 
 KINDS = tuple(VALUE_TABLES)
@@ -99,6 +99,16 @@ class Snapshot:
         return ContactDetail.of(
             self.person.id, self.values, self.slots, self.created_at, self.updated_at
         )
+
+    def wire(self) -> dict[str, Any]:
+        """`detail()` as the API shows it, built without the model (tests hold them equal)."""
+        shown: dict[str, Any] = {"id": self.person.id, **self.values}
+        shown["created_at"] = wire_time(self.created_at)
+        shown["updated_at"] = wire_time(self.updated_at)
+        slots = to_wire(self.slots)
+        if slots:
+            shown["custom_fields"] = slots
+        return shown
 
 
 @dataclass(frozen=True)

@@ -214,8 +214,9 @@ def _batch_result(index: int, outcome: writes.Outcome) -> dict[str, Any]:
     if outcome.refusal is not None:
         return _batch_failure(index, 409, outcome.refusal)
     result: dict[str, Any] = {"index": index, "status": outcome.status}
-    if outcome.contact is not None:
-        result["contact"] = outcome.contact.model_dump(mode="json", exclude_unset=True)
+    contact = outcome.wire()
+    if contact is not None:
+        result["contact"] = contact
     return result
 
 

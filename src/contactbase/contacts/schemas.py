@@ -2,6 +2,7 @@
 
 import re
 from datetime import datetime
+from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -33,11 +34,16 @@ Phone = Annotated[
     Field(json_schema_extra={"pattern": r"^\s*\+?[0-9 ().\-]{4,32}\s*$"}),
 ]
 Text = Annotated[str, AfterValidator(clean_text), Field(json_schema_extra={"minLength": 1})]
-# Timestamps go out as 2026-11-26T08:00:00Z (UTC, whole seconds).
-Timestamp = Annotated[
-    datetime,
-    PlainSerializer(lambda value: value.isoformat(timespec="seconds") + "Z", return_type=str),
-]
+
+
+@lru_cache(maxsize=256)
+def wire_time(value: datetime) -> str:
+    """A timestamp as it goes out: 2026-11-26T08:00:00Z (UTC, whole seconds). Cached: a
+    batch's contacts share their times."""
+    return value.isoformat(timespec="seconds") + "Z"
+
+
+Timestamp = Annotated[datetime, PlainSerializer(wire_time, return_type=str)]
 
 
 class ContactCreate(BaseModel):

@@ -6,6 +6,7 @@ with the same parameters. The lists of ids and values are passed as lists either
 """
 
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 import sqlalchemy.sql as sql
@@ -32,7 +33,6 @@ from contactbase.contacts.models import (
     VALUE_TABLES,
     Contact,
     ContactEmail,
-    ContactValue,
 )
 from contactbase.contacts.reads import CONTACT_COLUMNS, ContactRow
 from contactbase.db import Id
@@ -191,7 +191,7 @@ NOW = bindparam("now", type_=DateTime())
 def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bulk:
     """The Bulk statement `write(r)`, `r` being a row's columns by name (`columns`: name ->
     type; their parameters are named `r_<name>`): on PostgreSQL the columns of `unnest` over
-    one array per column, on SQLite one scalar parameter each."""
+    one array per column, on SQLite one scalar parameter each. An insert is `_bulk_insert`."""
     names = {f"r_{name}": kind for name, kind in columns.items()}
     unnested = (
         func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in names.items()))
@@ -203,30 +203,55 @@ def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bu
     return Bulk(write(pg), write(sqlite), list(names))
 
 
+def _bulk_insert(model: Any, fixed: dict[str, Any], columns: Sequence[str]) -> Bulk:
+    """Rows into `model`'s table: the `fixed` values (column -> parameter) and these columns
+    of each row. On PostgreSQL INSERT ... SELECT from `unnest`; on SQLite INSERT ... VALUES
+    (stepped per row, a third cheaper than INSERT ... SELECT of the parameters)."""
+    kinds = _of(model, columns)
+    unnested = (
+        func.unnest(*(bindparam(f"r_{name}", type_=ARRAY(kinds[name])) for name in columns))
+        .table_valued(*(f"r_{name}" for name in columns))
+        .render_derived(name="r")
+    )
+    pg = insert(model).from_select(
+        [*fixed, *columns],
+        select(*fixed.values(), *(unnested.c[f"r_{name}"] for name in columns)),
+    )
+    row = {name: bindparam(f"r_{name}", type_=kinds[name]) for name in columns}
+    return Bulk(pg, insert(model).values({**fixed, **row}), [f"r_{name}" for name in columns])
+
+
 def _of(model: Any, columns: Sequence[str]) -> dict[str, Any]:
     """The types of these columns of `model`'s table."""
     return {name: model.__table__.c[name].type for name in columns}
 
 
-# What a write sets on a contact: its primaries and slots (the Space and times are fixed).
-CONTACT_FIELDS = [*PRIMARY_COLUMN.values(), *SLOTS]
-NEW_CONTACT_COLUMNS = ["id", "merged_into_id", *CONTACT_FIELDS]
-INSERT_CONTACTS = _bulk(
-    _of(Contact, NEW_CONTACT_COLUMNS),
-    lambda r: insert(Contact).from_select(
-        ["space_id", "created_at", "updated_at", *NEW_CONTACT_COLUMNS],
-        select(IN_SPACE, NOW, NOW, *(r[name] for name in NEW_CONTACT_COLUMNS)),
-    ),
-)
-# Every primary and slot, written whole (what did not change is written as it was).
-UPDATE_CONTACTS = _bulk(
-    _of(Contact, ["id", *CONTACT_FIELDS]),
-    lambda r: (
-        update(Contact)
-        .where(Contact.space_id == IN_SPACE, Contact.id == r["id"])
-        .values(updated_at=NOW, **{name: r[name] for name in CONTACT_FIELDS})
-    ),
-)
+PRIMARIES = list(PRIMARY_COLUMN.values())
+
+
+@lru_cache(maxsize=64)
+def insert_contacts(slots: tuple[str, ...]) -> Bulk:
+    """New contacts, with their primaries and these slots (the others stay NULL: binding
+    thirty NULLs a row was a third of SQLite's cost of the insert)."""
+    fixed = {"space_id": IN_SPACE, "created_at": NOW, "updated_at": NOW}
+    return _bulk_insert(Contact, fixed, ["id", "merged_into_id", *PRIMARIES, *slots])
+
+
+@lru_cache(maxsize=64)
+def update_contacts(slots: tuple[str, ...]) -> Bulk:
+    """Contacts' primaries and these slots, each written whole (what did not change is
+    written as it was); the other slots stay as they are."""
+    columns = [*PRIMARIES, *slots]
+    return _bulk(
+        _of(Contact, ["id", *columns]),
+        lambda r: (
+            update(Contact)
+            .where(Contact.space_id == IN_SPACE, Contact.id == r["id"])
+            .values(updated_at=NOW, **{name: r[name] for name in columns})
+        ),
+    )
+
+
 # Merged contacts (`loser`) become aliases of their survivors; aliases they had are re-pointed,
 # so that resolving an id is one step.
 _PAIRS = {"loser": Id, "survivor": Id}
@@ -250,16 +275,10 @@ VALUE_COLUMNS = ["contact_id", "position", "value", "normalised"]
 
 
 # Value rows of any number of contacts into one collection's table.
-def _insert_values(model: type[ContactValue]) -> Bulk:
-    return _bulk(
-        _of(model, VALUE_COLUMNS),
-        lambda r: insert(model).from_select(
-            ["space_id", *VALUE_COLUMNS], select(IN_SPACE, *(r[name] for name in VALUE_COLUMNS))
-        ),
-    )
-
-
-INSERT_VALUES = {kind: _insert_values(model) for kind, model in VALUE_TABLES.items()}
+INSERT_VALUES = {
+    kind: _bulk_insert(model, {"space_id": IN_SPACE}, VALUE_COLUMNS)
+    for kind, model in VALUE_TABLES.items()
+}
 
 DELETE_VALUES = {
     kind: Prepared(

@@ -33,8 +33,10 @@ from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.merging import (
     KINDS,
     Incoming,
+    Person,
     Plan,
     Refused,
+    Snapshot,
     Value,
     plan,
     stored_person,
@@ -43,19 +45,19 @@ from contactbase.contacts.models import PRIMARY_COLUMN
 from contactbase.contacts.reads import contact_row, resolve, stored_values, whole_contact
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.statements import (
-    CONTACT_FIELDS,
     DELETE_VALUES,
     DELETE_VALUES_OF,
-    INSERT_CONTACTS,
     INSERT_VALUES,
     LAST_ID,
     LOCK_CONTACTS,
     NEW_CONTACT,
     NEXT_IDS,
     OWNERS,
+    PRIMARIES,
     REPOINT_ALIASES,
     RETIRE,
-    UPDATE_CONTACTS,
+    insert_contacts,
+    update_contacts,
 )
 from contactbase.contacts.values import normalise_email, normalise_phone, normalise_text
 from contactbase.db import (
@@ -114,12 +116,20 @@ def shown(item: Incoming) -> dict[str, list[str]]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One item's answer: 201 created or 200 merged with the contact (None when the batch
-    was not written), or 409 refused."""
+    """One item's answer: 201 created or 200 merged with the contact as it stood after the
+    item (none when the batch was not written), or 409 refused."""
 
     status: int
-    contact: ContactDetail | None = None
+    snapshot: Snapshot | None = None
     refusal: Conflict | None = None
+
+    @property
+    def contact(self) -> ContactDetail | None:
+        return None if self.snapshot is None else self.snapshot.detail()
+
+    def wire(self) -> dict[str, Any] | None:
+        """The contact as the API shows it, built without a model (a batch has a thousand)."""
+        return None if self.snapshot is None else self.snapshot.wire()
 
 
 async def upsert_batch(
@@ -244,7 +254,7 @@ def _outcome(one: Any, *, written: bool) -> Outcome:
     if isinstance(one, Refused):
         return Outcome(409, refusal=one.conflict())
     created, snapshot = one
-    return Outcome(201 if created else 200, snapshot.detail() if written else None)
+    return Outcome(201 if created else 200, snapshot if written else None)
 
 
 async def _write(connection: Connection, space_id: int, result: Plan) -> None:
@@ -260,19 +270,23 @@ async def _write(connection: Connection, space_id: int, result: Plan) -> None:
             await DELETE_VALUES_OF[kind].run(connection, {"space_id": space_id, "ids": ids})
     if result.created:
         result.assign_ids(await _new_ids(connection, len(result.created)))
+        slots = _slots_set(result.created)
         rows = [
-            (person.id, _merged_into(person), *_fields(person.primaries(), person.slots))
+            (person.id, _merged_into(person), *_fields(person.primaries(), person.slots, slots))
             for person in result.created
         ]
-        await INSERT_CONTACTS.run(connection, fixed, rows)
+        await insert_contacts(slots).run(connection, fixed, rows)
     if losers:
         pairs = [(person.id, person.live().id) for person in losers]
         await REPOINT_ALIASES.run(connection, fixed, pairs)
         await RETIRE.run(connection, fixed, pairs)
     survivors = list(result.changed_survivors())
     if survivors:
-        rows = [(person.id, *_fields(person.primaries(), person.slots)) for person in survivors]
-        await UPDATE_CONTACTS.run(connection, fixed, rows)
+        slots = _slots_set(survivors)  # a merge never empties a slot
+        rows = [
+            (person.id, *_fields(person.primaries(), person.slots, slots)) for person in survivors
+        ]
+        await update_contacts(slots).run(connection, fixed, rows)
     values: dict[str, list[tuple[int, int, str, str]]] = {kind: [] for kind in KINDS}
     for person in result.created:
         if person.merged_into is None:
@@ -302,10 +316,19 @@ def _merged_into(person: Any) -> int | None:
     return None if person.merged_into is None else person.live().id
 
 
-def _fields(primaries: dict[str, str | None], slots: dict[str, Any]) -> tuple[Any, ...]:
-    """A contact's CONTACT_FIELDS, in their order."""
-    both = primaries | slots
-    return tuple(both.get(name) for name in CONTACT_FIELDS)
+def _slots_set(people: Sequence[Person]) -> tuple[str, ...]:
+    """The slots that any of `people` has set."""
+    held = {slot for person in people for slot, value in person.slots.items() if value is not None}
+    return tuple(slot for slot in SLOTS if slot in held)
+
+
+def _fields(
+    primaries: dict[str, str | None], slots: dict[str, Any], written: tuple[str, ...]
+) -> tuple[Any, ...]:
+    """A contact's primaries, then the `written` slots, as insert_contacts and
+    update_contacts take them."""
+    picked = tuple(slots[slot] for slot in written)
+    return (*(primaries[column] for column in PRIMARIES), *picked)
 
 
 async def _new_ids(connection: Connection, count: int) -> list[int]:
@@ -370,8 +393,9 @@ async def update_contact(
             )
         values = {kind: [value for value, _ in rows] for kind, rows in replaced.items()}
         primaries = row.primaries | _primaries(values)
-        await UPDATE_CONTACTS.run(
-            connection, fixed, [(target, *_fields(primaries, slots or row.slots))]
+        written = SLOTS if slots is not None else ()
+        await update_contacts(written).run(
+            connection, fixed, [(target, *_fields(primaries, slots or row.slots, written))]
         )
         answer: dict[str, Any] = dict(values)
         if slots is not None:

@@ -1,0 +1,231 @@
+"""Batches of 1,000 contacts through POST /contacts/batch, served as users run it, beside a
+ceiling: the same rows loaded with COPY into the same tables (PostgreSQL).
+
+Each scenario sends the same number of 1,000-item batches over CONNECTIONS connections at once
+(bodies built before the clock starts) and counts contacts per second; the ceiling loads the
+same rows for other emails, as many batches over as many connections, each batch one
+transaction: the contacts' ids taken from their sequence, then COPY of the contacts and of their
+eight values. Scenarios:
+- new: seed-shaped contacts (2 emails, 2 phones, 2 names, 2 locations), every email new;
+- half merging: half the items new, half an email of a seeded contact with a new phone (a
+  merge that adds a value).
+On SQLite (`contactbase serve`, one worker, as `make run` starts it) the same two scenarios.
+"""
+
+import asyncio
+import random
+import time
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import httpx
+import orjson
+from procs import cpu_seconds
+
+from contactbase.db import async_url
+
+BATCH = 1000
+PATH = "/public-api/v1/contacts/batch"
+SEED_SHAPED = {
+    "phones": ["+1234567890", "+0987654321"],
+    "names": ["John Doe", "Johnny"],
+    "locations": ["New York, NY", "Los Angeles, CA"],
+}
+
+
+def new_item(who: str) -> dict[str, Any]:
+    return {"emails": [f"{who}@example.com", f"{who}@example.org"], **SEED_SHAPED}
+
+
+def bodies(tag: str, batches: int, seeded: int = 0) -> list[bytes]:
+    """`batches` bodies of BATCH items; with `seeded`, half of each merges into one of the
+    contacts seed1..seed{seeded}@example.com (distinct within a batch), adding a phone."""
+    made = []
+    for b in range(batches):
+        items = [new_item(f"{tag}-{b}-{n}") for n in range(BATCH if not seeded else BATCH // 2)]
+        if seeded:
+            for n, g in enumerate(random.sample(range(1, seeded + 1), BATCH // 2)):
+                items.append({"emails": [f"seed{g}@example.com"], "phones": [f"+9 {b:05d}{n:04d}"]})
+            random.shuffle(items)
+        made.append(orjson.dumps({"contacts": items}))
+    return made
+
+
+async def _send(port: int, key: str, sent: list[bytes], connections: int) -> float:
+    """Seconds to send every body, `connections` at a time; each must answer 200."""
+    queue = list(reversed(sent))
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=connections)
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}", headers=headers, limits=limits, timeout=120
+    ) as client:
+
+        async def worker() -> None:
+            while queue:
+                response = await client.post(PATH, content=queue.pop())
+                if response.status_code != 200:
+                    raise RuntimeError(f"batch answered {response.status_code}: {response.text[:300]}")
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        return time.perf_counter() - began
+
+
+def drive(
+    port: int, key: str, workers: list[int], sent: list[bytes], connections: int
+) -> dict[str, float]:
+    """Contacts per second over the bodies, and the server's CPU per 1,000 contacts."""
+    before = cpu_seconds(workers)
+    seconds = asyncio.run(_send(port, key, sent, connections))
+    cpu = cpu_seconds(workers) - before
+    contacts = len(sent) * BATCH
+    return {
+        "contacts_per_s": round(contacts / seconds, 1),
+        "cpu_ms_per_contact": round(cpu / contacts * 1000, 4),
+        "batches": len(sent),
+        "seconds": round(seconds, 2),
+    }
+
+
+def _rows(space_id: int, ids: list[int], who: list[str], now: datetime) -> dict[str, list[Any]]:
+    """The rows the app writes for these new seed-shaped contacts, by table."""
+    contacts = [
+        (i, space_id, f"{w}@example.com", "+1234567890", "John Doe", "New York, NY", now, now)
+        for i, w in zip(ids, who, strict=True)
+    ]
+    values: dict[str, list[Any]] = {
+        "contact_emails": [],
+        "contact_phones": [],
+        "contact_names": [],
+        "contact_locations": [],
+    }
+    for i, w in zip(ids, who, strict=True):
+        pairs = {
+            "contact_emails": [(f"{w}@example.com",) * 2, (f"{w}@example.org",) * 2],
+            "contact_phones": [("+1234567890", "1234567890"), ("+0987654321", "0987654321")],
+            "contact_names": [("John Doe",) * 2, ("Johnny",) * 2],
+            "contact_locations": [("New York, NY",) * 2, ("Los Angeles, CA",) * 2],
+        }
+        for table, listed in pairs.items():
+            values[table].extend((space_id, i, p, *pair) for p, pair in enumerate(listed))
+    return {"contacts": contacts, **values}
+
+
+CONTACT_COLUMNS = ["id", "space_id", "email", "phone", "name", "location", "created_at", "updated_at"]
+VALUE_COLUMNS = ["space_id", "contact_id", "position", "value", "normalised"]
+
+
+async def _copy(url: str, space_id: int, tag: str, batches: int, connections: int) -> float:
+    parsed = async_url(url)
+    pool = await asyncpg.create_pool(
+        host=parsed.host, port=parsed.port or 5432, user=parsed.username,
+        database=parsed.database, min_size=connections, max_size=connections,
+    )
+    todo = list(range(batches))
+
+    async def loader() -> None:
+        async with pool.acquire() as connection:
+            while todo:
+                b = todo.pop()
+                who = [f"{tag}-{b}-{n}" for n in range(BATCH)]
+                async with connection.transaction():
+                    ids = [
+                        row[0]
+                        for row in await connection.fetch(
+                            "SELECT nextval(pg_get_serial_sequence('contacts', 'id'))"
+                            " FROM generate_series(1, $1)",
+                            BATCH,
+                        )
+                    ]
+                    rows = _rows(space_id, ids, who, datetime.now())
+                    await connection.copy_records_to_table(
+                        "contacts", records=rows.pop("contacts"), columns=CONTACT_COLUMNS
+                    )
+                    for table, records in rows.items():
+                        await connection.copy_records_to_table(
+                            table, records=records, columns=VALUE_COLUMNS
+                        )
+
+    try:
+        began = time.perf_counter()
+        await asyncio.gather(*(loader() for _ in range(connections)))
+        return time.perf_counter() - began
+    finally:
+        await pool.close()
+
+
+def copy_ceiling(url: str, space_id: int, tag: str, batches: int, connections: int) -> float:
+    """Contacts per second loaded with COPY, as many batches over as many connections."""
+    seconds = asyncio.run(_copy(url, space_id, tag, batches, connections))
+    return round(batches * BATCH / seconds, 1)
+
+
+def scenarios(port: int, connections: int, batches: int, tag: str) -> dict[str, Any]:
+    """Both scenarios on PostgreSQL (2 workers, Redis, a fresh database of 10,000 seeded
+    contacts) with the COPY ceiling, then on SQLite (one worker, as `make run` serves it)."""
+    from database import fresh_database
+    from embedded import connect
+    from embedded import seed as seed_sqlite
+    from harness import DATABASE_URL, REDIS_URL, make_key, seed, start_server
+    from procs import workers_of
+
+    results: dict[str, Any] = {"batch_connections": connections, "batch_batches": batches}
+    url = DATABASE_URL + "_batch"
+    fresh_database(url)
+    key = asyncio.run(make_key(url))
+    asyncio.run(seed(10_000, url))
+    sent = {
+        "batch_new": bodies(tag + "n", batches),
+        "batch_half_merge": bodies(tag + "m", batches, seeded=10_000),
+    }
+    for name, made in sent.items():
+        print(f"bench: {name.replace('_', ' ')} (PostgreSQL, a fresh server) ...", flush=True)
+        server = start_server(port, 2, REDIS_URL, url)
+        try:
+            results[name] = drive(port, key, workers_of(server.pid), made, connections)
+        finally:
+            server.terminate()
+            server.wait(20)
+    print("bench: batch ceiling (COPY of the same rows, as many connections) ...", flush=True)
+    space_id = 1
+    results["batch_copy_ceiling_per_s"] = copy_ceiling(url, space_id, tag + "c", batches, connections)
+    results["batch_ratio"] = round(
+        results["batch_new"]["contacts_per_s"] / results["batch_copy_ceiling_per_s"], 3
+    )
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp(prefix="contactbase-bench-batch-")) / "bench.db"
+    lite = f"sqlite:///{path}"
+    fresh_database(lite)
+    key = asyncio.run(make_key(lite))
+    with connect(path) as connection:
+        lite_space = int(connection.execute("SELECT id FROM spaces").fetchone()[0])
+    seed_sqlite(path, lite_space, 10_000)
+    sent = {
+        "sqlite_batch_new": bodies(tag + "sn", batches),
+        "sqlite_batch_half_merge": bodies(tag + "sm", batches, seeded=10_000),
+    }
+    for name, made in sent.items():
+        print(f"bench: {name.replace('_', ' ')} (contactbase serve) ...", flush=True)
+        server = start_server(port, 1, None, lite)
+        try:
+            results[name] = drive(port, key, workers_of(server.pid), made, connections)
+        finally:
+            server.terminate()
+            server.wait(20)
+    return results
+
+
+if __name__ == "__main__":
+    import argparse
+    import json
+
+    from harness import free_port
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--connections", type=int, default=4)
+    args = parser.parse_args()
+    print(json.dumps(scenarios(free_port(), args.connections, args.batches, "b"), indent=2))
