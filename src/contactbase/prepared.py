@@ -115,33 +115,37 @@ class Prepared(Generic[Row]):
 
 @dataclass(frozen=True)
 class Copy:
-    """PostgreSQL's form of a Bulk insert: COPY into `table`, the fixed values (`fixed`:
-    column -> parameter) then each row's `columns`."""
+    """PostgreSQL's form of a Bulk insert of many rows: COPY into `table`, the fixed values
+    (`fixed`: column -> parameter) then each row's `columns`."""
 
     table: str
     fixed: dict[str, str]
     columns: list[str]
 
 
+# From this many rows, an insert goes by COPY: a round trip more than a prepared statement
+# (COPY is begun, then fed), but asyncpg encodes an array parameter element by element (an ABC
+# check each), COPY's rows at a third of that cost (docs/performance.md).
+COPY_FROM_ROWS = 50
+
+
 class Bulk:
     """A statement run for many rows at once: on PostgreSQL `pg`, one statement over `unnest`
-    of one array per column (the arrays bear the columns' names), or for an insert, `copy`
-    (COPY in binary: asyncpg encodes arrays element by element, COPY row by row, at a third of
-    the cost); on SQLite `sqlite`, the statement of one row with scalar parameters of the same
-    names, stepped once per row (there is no round trip to save). Parameters shared by every
-    row (`fixed`: the Space, the time) are passed once."""
+    of one array per column (the arrays bear the columns' names), or for an insert of many
+    rows, `copy`; on SQLite `sqlite`, the statement of one row with scalar parameters of the
+    same names, stepped once per row (there is no round trip to save). Parameters shared by
+    every row (`fixed`: the Space, the time) are passed once."""
 
     def __init__(
         self,
-        pg: Executable | Copy,
+        pg: Executable,
         sqlite: Executable,
         columns: Sequence[str],
+        copy: Copy | None = None,
     ) -> None:
         self.columns = list(columns)
-        self.copy = pg if isinstance(pg, Copy) else None
-        self.sql, self.names = "", list[str]()
-        if not isinstance(pg, Copy):
-            _compiled_pg, self.sql, self.names = _compiled(pg, PGDialect_asyncpg())  # type: ignore[no-untyped-call]
+        self.copy = copy
+        _compiled_pg, self.sql, self.names = _compiled(pg, PGDialect_asyncpg())  # type: ignore[no-untyped-call]
         self.sqlite = sqlite
         self._sqlite_form: _SqliteForm | None = None
 
@@ -156,7 +160,7 @@ class Bulk:
             form = self._sqlite_form
             await connection.execute_many(form.sql, self._sqlite_rows(form, fixed, rows))
             return
-        if self.copy is not None:
+        if self.copy is not None and len(rows) >= COPY_FROM_ROWS:
             given = tuple(fixed[name] for name in self.copy.fixed.values())
             await connection.copy_records_to_table(
                 self.copy.table,

@@ -12,6 +12,7 @@ from sqlalchemy import func, select, text
 from contactbase.app import close, create_app
 from contactbase.contacts.models import VALUE_TABLES, Contact
 from contactbase.db import Database
+from contactbase.prepared import COPY_FROM_ROWS
 from contactbase.settings import Settings
 from contactbase.state import state_of
 from tests.conftest import empty_tables
@@ -294,6 +295,29 @@ def creates_of_the_write_path_sequence() -> list[Any]:
     ]
 
 
+async def sent_as(
+    client: httpx.AsyncClient, db: Database, bodies: list[Any], send: str
+) -> tuple[list[Any], dict[str, Any]]:
+    """Each body sent to an emptied database (`single`: POST /contacts one by one; `one batch`;
+    `batches of one`): the answers, less their times, and every stored row."""
+    await empty_tables(db)
+    auth = await make_tenant(db)
+    answers = []
+    if send == "one batch":
+        response = await client.post(BATCH, json={"contacts": bodies}, headers=auth)
+        assert response.status_code == 200, response.text
+        results = response.json()["results"]
+        answers = [(r["status"], without_timestamps(r["contact"])) for r in results]
+    for body in bodies if send != "one batch" else ():
+        if send == "single":
+            answers.append(comparable(await client.post(CONTACTS, json=body, headers=auth)))
+        else:
+            response = await client.post(BATCH, json={"contacts": [body]}, headers=auth)
+            (result,) = response.json()["results"]
+            answers.append((result["status"], without_timestamps(result["contact"])))
+    return answers, await stored_rows(db)
+
+
 async def test_a_batch_stores_what_single_creates_store(
     client: httpx.AsyncClient, db: Database
 ) -> None:
@@ -301,29 +325,49 @@ async def test_a_batch_stores_what_single_creates_store(
     answers (item by item) and the same rows in every contact table."""
     bodies = creates_of_the_write_path_sequence()
     assert len(bodies) >= 8
-
-    async def sent_as(send: str) -> tuple[list[Any], dict[str, Any]]:
-        await empty_tables(db)
-        auth = await make_tenant(db)
-        answers = []
-        if send == "one batch":
-            response = await client.post(BATCH, json={"contacts": bodies}, headers=auth)
-            assert response.status_code == 200, response.text
-            results = response.json()["results"]
-            answers = [(r["status"], without_timestamps(r["contact"])) for r in results]
-        for body in bodies if send != "one batch" else ():
-            if send == "single":
-                answers.append(comparable(await client.post(CONTACTS, json=body, headers=auth)))
-            else:
-                response = await client.post(BATCH, json={"contacts": [body]}, headers=auth)
-                (result,) = response.json()["results"]
-                answers.append((result["status"], without_timestamps(result["contact"])))
-        return answers, await stored_rows(db)
-
-    single = await sent_as("single")
+    single = await sent_as(client, db, bodies, "single")
     assert [status for status, _ in single[0]].count(201) >= 4
-    assert await sent_as("one batch") == single
-    assert await sent_as("batches of one") == single
+    assert await sent_as(client, db, bodies, "one batch") == single
+    assert await sent_as(client, db, bodies, "batches of one") == single
+
+
+def many_bodies(count: int) -> list[Any]:
+    """Contacts with every kind of value and slot (text, number, date), every fifth meeting an
+    earlier one's email, every seventh two earlier ones' (a merge of several)."""
+    bodies: list[Any] = []
+    for n in range(count):
+        emails = [f"p{n}@example.com", f"P{n}.alt@example.org"]
+        if n % 5 == 4:
+            emails.append(f"p{n - 3}@example.com")
+        if n % 7 == 6:
+            emails += [f"p{n - 1}@example.com", f"p{n - 6}@example.com"]
+        body: dict[str, Any] = {
+            "emails": emails,
+            "phones": [f"+1 555 {n:04d}", f"+44 20 {n:04d} 0000"],
+            "names": [f"Name {n}", "Shared name"],
+            "locations": [f"City {n % 3}"],
+        }
+        if n % 2:
+            body["custom_fields"] = {
+                "profile_field_1": f"text {n}",
+                "profile_field_16": n + 0.5,
+                "profile_field_17": n,
+                "profile_field_26": "2026-11-30",
+                "profile_field_27": "2026-11-30T08:00:00Z",
+            }
+        bodies.append(body)
+    return bodies
+
+
+async def test_a_large_batch_stores_what_single_creates_store(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """Enough rows that PostgreSQL writes them with COPY: the same answers and rows as single
+    creates (which write few rows at a time, with INSERT)."""
+    bodies = many_bodies(80)
+    assert COPY_FROM_ROWS <= 80
+    single = await sent_as(client, db, bodies, "single")
+    assert await sent_as(client, db, bodies, "one batch") == single
 
 
 async def until_both_wait(app: FastAPI, db: Database, waiting: int) -> None:
