@@ -65,7 +65,9 @@ async def _send(port: int, key: str, sent: list[bytes], connections: int) -> flo
             while queue:
                 response = await client.post(PATH, content=queue.pop())
                 if response.status_code != 200:
-                    raise RuntimeError(f"batch answered {response.status_code}: {response.text[:300]}")
+                    raise RuntimeError(
+                        f"batch answered {response.status_code}: {response.text[:300]}"
+                    )
 
         began = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(connections)))
@@ -112,15 +114,28 @@ def _rows(space_id: int, ids: list[int], who: list[str], now: datetime) -> dict[
     return {"contacts": contacts, **values}
 
 
-CONTACT_COLUMNS = ["id", "space_id", "email", "phone", "name", "location", "created_at", "updated_at"]
+CONTACT_COLUMNS = [
+    "id",
+    "space_id",
+    "email",
+    "phone",
+    "name",
+    "location",
+    "created_at",
+    "updated_at",
+]
 VALUE_COLUMNS = ["space_id", "contact_id", "position", "value", "normalised"]
 
 
 async def _copy(url: str, space_id: int, tag: str, batches: int, connections: int) -> float:
     parsed = async_url(url)
     pool = await asyncpg.create_pool(
-        host=parsed.host, port=parsed.port or 5432, user=parsed.username,
-        database=parsed.database, min_size=connections, max_size=connections,
+        host=parsed.host,
+        port=parsed.port or 5432,
+        user=parsed.username,
+        database=parsed.database,
+        min_size=connections,
+        max_size=connections,
     )
     todo = list(range(batches))
 
@@ -161,60 +176,59 @@ def copy_ceiling(url: str, space_id: int, tag: str, batches: int, connections: i
     return round(batches * BATCH / seconds, 1)
 
 
+def _both(
+    port: int, url: str, workers: int, redis_url: str | None, prefix: str, tag: str, **run: Any
+) -> dict[str, Any]:
+    """The new and half-merging scenarios against a fresh server each, on a database of
+    10,000 seeded contacts whose bench Space has `run["key"]`."""
+    from harness import start_server
+    from procs import workers_of
+
+    sent = {
+        f"{prefix}batch_new": bodies(tag + "n", run["batches"]),
+        f"{prefix}batch_half_merge": bodies(tag + "m", run["batches"], seeded=10_000),
+    }
+    results = {}
+    for name, made in sent.items():
+        print(f"bench: {name.replace('_', ' ')} (contactbase serve, fresh) ...", flush=True)
+        server = start_server(port, workers, redis_url, url)
+        try:
+            results[name] = drive(
+                port, run["key"], workers_of(server.pid), made, run["connections"]
+            )
+        finally:
+            server.terminate()
+            server.wait(20)
+    return results
+
+
 def scenarios(port: int, connections: int, batches: int, tag: str) -> dict[str, Any]:
     """Both scenarios on PostgreSQL (2 workers, Redis, a fresh database of 10,000 seeded
     contacts) with the COPY ceiling, then on SQLite (one worker, as `make run` serves it)."""
+    import tempfile
+    from pathlib import Path
+
     from database import fresh_database
-    from embedded import connect
     from embedded import seed as seed_sqlite
-    from harness import DATABASE_URL, REDIS_URL, make_key, seed, start_server
-    from procs import workers_of
+    from harness import DATABASE_URL, REDIS_URL, make_key, seed
 
     results: dict[str, Any] = {"batch_connections": connections, "batch_batches": batches}
+    run = {"batches": batches, "connections": connections}
     url = DATABASE_URL + "_batch"
     fresh_database(url)
     key = asyncio.run(make_key(url))
     asyncio.run(seed(10_000, url))
-    sent = {
-        "batch_new": bodies(tag + "n", batches),
-        "batch_half_merge": bodies(tag + "m", batches, seeded=10_000),
-    }
-    for name, made in sent.items():
-        print(f"bench: {name.replace('_', ' ')} (PostgreSQL, a fresh server) ...", flush=True)
-        server = start_server(port, 2, REDIS_URL, url)
-        try:
-            results[name] = drive(port, key, workers_of(server.pid), made, connections)
-        finally:
-            server.terminate()
-            server.wait(20)
+    results |= _both(port, url, 2, REDIS_URL, "", tag, key=key, **run)
     print("bench: batch ceiling (COPY of the same rows, as many connections) ...", flush=True)
-    space_id = 1
-    results["batch_copy_ceiling_per_s"] = copy_ceiling(url, space_id, tag + "c", batches, connections)
-    results["batch_ratio"] = round(
-        results["batch_new"]["contacts_per_s"] / results["batch_copy_ceiling_per_s"], 3
-    )
-    import tempfile
-    from pathlib import Path
-
+    ceiling = copy_ceiling(url, 1, tag + "c", batches, connections)  # the bench Space: 1
+    results["batch_copy_ceiling_per_s"] = ceiling
+    results["batch_ratio"] = round(results["batch_new"]["contacts_per_s"] / ceiling, 3)
     path = Path(tempfile.mkdtemp(prefix="contactbase-bench-batch-")) / "bench.db"
     lite = f"sqlite:///{path}"
     fresh_database(lite)
     key = asyncio.run(make_key(lite))
-    with connect(path) as connection:
-        lite_space = int(connection.execute("SELECT id FROM spaces").fetchone()[0])
-    seed_sqlite(path, lite_space, 10_000)
-    sent = {
-        "sqlite_batch_new": bodies(tag + "sn", batches),
-        "sqlite_batch_half_merge": bodies(tag + "sm", batches, seeded=10_000),
-    }
-    for name, made in sent.items():
-        print(f"bench: {name.replace('_', ' ')} (contactbase serve) ...", flush=True)
-        server = start_server(port, 1, None, lite)
-        try:
-            results[name] = drive(port, key, workers_of(server.pid), made, connections)
-        finally:
-            server.terminate()
-            server.wait(20)
+    seed_sqlite(path, 1, 10_000)
+    results |= _both(port, lite, 1, None, "sqlite_", tag + "s", key=key, **run)
     return results
 
 

@@ -7,7 +7,8 @@ ones; drives each scenario with wrk and reads the workers' CPU time. The ceiling
 get is pgbench running the very statements those requests run, prepared as the app prepares
 them, over as many connections as the app holds; their ratios are the medians of rounds (each
 the app's run, then its ceiling's, on a fresh server); a ratio above 1 fails the run. A cold start
-runs on a freshly migrated database. Prints a table and writes bench/results/latest.json.
+runs on a freshly migrated database. Batches of 1,000 contacts (bench/batch.py) run beside
+COPY of the same rows. Prints a table and writes bench/results/latest.json.
 `--quick`: create, get, re-send and the cold start.
 """
 
@@ -32,6 +33,7 @@ from contactbase.db import Database
 from contactbase.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import batch
 import embedded
 from cold import cold_start
 from database import fresh_database
@@ -248,6 +250,7 @@ def main() -> None:
             ratios.append(round(app["rps"] / tps, 3))
         results[f"{mode}_ratio_rounds"] = ratios
     if not args.quick:
+        results.update(batch.scenarios(port, 4, 40, tag))
         # The two sizes measured alike, one after the other: each after a CHECKPOINT (so that
         # neither pays for the writes before it) on a fresh server.
         for size, label in ((None, "create_at_small"), (1_000_000, "create_at_1m")):
@@ -268,8 +271,8 @@ def main() -> None:
     summary = summarise(results)
     (directory / "latest.json").write_text(json.dumps(summary, indent=2))
     print_table(summary)
-    ratios = ("create_ratio", "get_ratio", "sqlite_create_ratio", "sqlite_get_ratio")
-    beyond = [name for name in ratios if summary[name] > 1.0]
+    ratios = ("create_ratio", "get_ratio", "sqlite_create_ratio", "sqlite_get_ratio", "batch_ratio")
+    beyond = [name for name in ratios if summary.get(name, 0) > 1.0]
     beyond += [
         f"{mode} in a round"
         for mode in ("create", "get")
@@ -316,7 +319,9 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     # The target's p99: at about half the maximum throughput (the paced run).
     summary["create_p99_ms"] = results["create_paced"]["p99_ms"]
     summary["rss_mb_per_worker"] = max(
-        value["rss_mb_per_worker"] for value in results.values() if isinstance(value, dict)
+        value["rss_mb_per_worker"]
+        for value in results.values()
+        if isinstance(value, dict) and "rss_mb_per_worker" in value
     )
     for mode in ("create", "get"):
         rps, ceiling = results[f"sqlite_{mode}"]["rps"], results[f"sqlite_{mode}_ceiling_tps"]
@@ -349,7 +354,7 @@ def print_table(summary: dict[str, Any]) -> None:
         f"{'CPU s/1k':>10}{'RSS MB':>8}"
     )
     for name, figures in summary.items():
-        if isinstance(figures, dict):
+        if isinstance(figures, dict) and "rps" in figures:
             print(
                 f"{name:<14}{figures['rps']:>9.1f}{figures['p50_ms']:>9.1f}"
                 f"{figures['p90_ms']:>9.1f}{figures['p99_ms']:>9.1f}"
@@ -377,6 +382,12 @@ def print_table(summary: dict[str, Any]) -> None:
         "get_ratio_rounds",
         "get_ratio",
         "create_ratio_at_1m_vs_10k",
+        "batch_new",
+        "batch_half_merge",
+        "batch_copy_ceiling_per_s",
+        "batch_ratio",
+        "sqlite_batch_new",
+        "sqlite_batch_half_merge",
     ):
         if name in summary:
             print(f"{name}: {summary[name]}")

@@ -98,26 +98,26 @@ def answered(response: httpx.Response) -> Any:
     return body
 
 
-async def until_waiting_on_a_lock(app: FastAPI, db: Database) -> None:
-    """Return once a request of `app` waits on a lock that the test holds, so that a race the
-    test stages certainly happens: on PostgreSQL a backend waiting for a lock; on SQLite the
-    app's writer retrying BEGIN IMMEDIATE, behind the test's transaction). Fails after 10
-    seconds."""
+async def until_waiting_on_a_lock(app: FastAPI, db: Database, waiting: int = 1) -> None:
+    """Return once `waiting` requests of `app` wait on a lock that the test holds, so that a
+    race the test stages certainly happens: on PostgreSQL backends waiting for a lock; on
+    SQLite the app's writer retrying BEGIN IMMEDIATE behind the test's transaction, and the
+    other requests queued behind it. Fails after 10 seconds."""
     embedded = state_of(app).db.embedded
-    waiting = text(
+    query = text(
         "SELECT count(*) FROM pg_stat_activity"
         " WHERE wait_event_type = 'Lock' AND datname = current_database()"
     )
     for _ in range(1000):
         if embedded is not None:
-            if embedded.writer_waiting:
+            if embedded.writer_waiting and embedded.pending >= waiting:
                 return
         else:
             async with db.reader() as session:
-                if await session.scalar(waiting):
+                if (await session.scalar(query) or 0) >= waiting:
                     return
         await asyncio.sleep(0.01)
-    raise AssertionError("no request came to wait on the lock within 10 seconds")
+    raise AssertionError(f"{waiting} request(s) did not come to wait within 10 seconds")
 
 
 async def authorised(request: Request) -> Caller:

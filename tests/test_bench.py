@@ -9,9 +9,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from contactbase.db import Database
+
 BENCH = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH))
 
+import batch  # noqa: E402
 import embedded  # noqa: E402
 import floor  # noqa: E402
 import run  # noqa: E402
@@ -50,3 +53,23 @@ async def test_the_floor_app_answers(monkeypatch: pytest.MonkeyPatch) -> None:
     transport = httpx.ASGITransport(app=floor.app())
     async with httpx.AsyncClient(transport=transport, base_url="http://floor") as client:
         assert (await client.get("/healthz")).status_code == 200
+
+
+async def test_the_batch_bodies_and_the_copy_ceiling_run(
+    database_url: str, is_postgres: bool, db: Database
+) -> None:
+    """bench/batch.py's bodies are batches the API accepts whole, and its COPY ceiling loads
+    the rows the app writes (on PostgreSQL, into the Space made first: id 1)."""
+    import orjson
+
+    from contactbase.contacts.schemas import ContactCreate, read_batch
+
+    for body in batch.bodies("t", 2) + batch.bodies("u", 1, seeded=600):
+        items = read_batch(body)
+        assert len(items) == batch.BATCH
+        assert all(isinstance(item, ContactCreate) for item in items)
+        assert len(orjson.loads(body)["contacts"]) == batch.BATCH
+    if is_postgres:
+        await make_key(database_url)
+        ceiling = await asyncio.to_thread(batch.copy_ceiling, database_url, 1, "ceiling", 2, 2)
+        assert ceiling > 0

@@ -194,7 +194,7 @@ async def test_a_request_in_flight_holds_its_key(
             # the second is looked at before the first's contact is written.
             await until(lambda: _true(embedded.writer_waiting), "the first request's wait")
             pending = asyncio.ensure_future(client.post(CONTACTS, json=SEED, headers=auth))
-            await until(lambda: _true(embedded.queued >= 1), "the second request's wait")
+            await until(lambda: _true(embedded.pending >= 2), "the second request's wait")
             await holder.rollback()
             second = await pending
     finally:

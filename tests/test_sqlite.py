@@ -4,6 +4,7 @@ SPEC 6.8), and group commit keeps each write whole and alone."""
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -23,10 +24,18 @@ SETTINGS = ("synchronous", "journal_mode", "foreign_keys")
 
 
 @pytest.fixture
-def embedded(db: Database, is_postgres: bool) -> Embedded:
+async def embedded(db: Database, is_postgres: bool) -> AsyncIterator[Embedded]:
+    """The request path's SQLite connections; the tables a test makes are dropped after it
+    (the session's database is shared, and the schema tests compare it with the models)."""
     if is_postgres or db.embedded is None:
         pytest.skip("SQLite's request path: the SQLite pass (make test-sqlite) checks it")
-    return db.embedded
+    yield db.embedded
+
+    async def drop(connection: SqliteConnection) -> None:
+        await connection.execute("DROP TABLE IF EXISTS child")
+        await connection.execute("DROP TABLE IF EXISTS t")
+
+    await db.embedded.write(drop)
 
 
 async def pragmas_of_every_connection(

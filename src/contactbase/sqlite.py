@@ -42,8 +42,16 @@ def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Non
     (BEGIN IMMEDIATE for writers, so that none fails midway on the upgrade to the write lock)."""
     connection.isolation_level = None
     cursor = connection.cursor()
-    for pragma in (*PRAGMAS, f"busy_timeout={busy_timeout_ms}"):
-        cursor.execute(f"PRAGMA {pragma}")
+    # The wait first: it governs the others. WAL is kept in the file once set, and setting it
+    # again waits for a lock another connection may hold (for the request path's connections,
+    # whose statements run on the event loop, that wait would stall every request): only a
+    # file not yet in WAL is switched.
+    cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    cursor.execute("PRAGMA journal_mode")
+    in_wal = cursor.fetchone()[0] == "wal"  # (a cursor of aiosqlite's adaptor chains nothing)
+    for pragma in PRAGMAS:
+        if not (in_wal and pragma == "journal_mode=WAL"):
+            cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
 
 
@@ -58,7 +66,7 @@ class SqliteConnection:
 
     def __init__(self, path: str) -> None:
         # Used by one task at a time; only the writer's COMMIT runs in another thread.
-        self.raw = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.raw = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
         configure(self.raw, busy_timeout_ms=0)
         self.waiting = False  # retrying a statement that found the file locked
         self.data_version: int | None = None  # as this connection last saw it
@@ -116,6 +124,7 @@ class Embedded:
         self.commits = 0  # transactions the writer committed
         self.writes = 0  # writes they held (group commit: several a transaction under load)
         self._changes = 0  # commits seen by the readers' looks (change_mark)
+        self.pending = 0  # writes given to `write` and not yet answered
 
     async def take(self) -> SqliteConnection:
         """A reader, in a read transaction of its own."""
@@ -162,11 +171,6 @@ class Embedded:
         """The writer waits for the file's write lock, held by another connection."""
         return self._writer is not None and self._writer.waiting
 
-    @property
-    def queued(self) -> int:
-        """Writes waiting for the writer's next transaction."""
-        return len(self._queue)
-
     async def write(self, work: Callable[[SqliteConnection], Awaitable[T]]) -> T:
         """Run `work` in a write transaction, committed (with others queued beside it) before
         this returns; if `work` raises, nothing of it is written."""
@@ -174,7 +178,11 @@ class Embedded:
         self._queue.append((work, future))
         if self._draining is None or self._draining.done():
             self._draining = asyncio.create_task(self._drain())
-        return await future
+        self.pending += 1
+        try:
+            return await future
+        finally:
+            self.pending -= 1
 
     async def _drain(self) -> None:
         while self._queue:

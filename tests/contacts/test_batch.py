@@ -14,9 +14,8 @@ from contactbase.contacts.models import VALUE_TABLES, Contact
 from contactbase.db import Database
 from contactbase.prepared import COPY_FROM_ROWS
 from contactbase.settings import Settings
-from contactbase.state import state_of
 from tests.conftest import empty_tables
-from tests.factories import CONTACTS, SEED, answered, make_tenant
+from tests.factories import CONTACTS, SEED, answered, make_tenant, until_waiting_on_a_lock
 from tests.test_write_paths import STEPS, comparable, stored_rows, without_timestamps
 
 BATCH = f"{CONTACTS}/batch"
@@ -370,27 +369,6 @@ async def test_a_large_batch_stores_what_single_creates_store(
     assert await sent_as(client, db, bodies, "one batch") == single
 
 
-async def until_both_wait(app: FastAPI, db: Database, waiting: int) -> None:
-    """Until `waiting` requests wait on the lock the test holds (SQLite: the writer waits, and
-    the requests queue behind it)."""
-    embedded = state_of(app).db.embedded
-    query = text(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    )
-    for _ in range(1000):
-        if embedded is not None:
-            if embedded.writer_waiting:
-                await asyncio.sleep(0.1)  # the other request joins the writer's queue
-                return
-        else:
-            async with db.reader() as session:
-                if (await session.scalar(query) or 0) >= waiting:
-                    return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{waiting} requests did not come to wait within 10 seconds")
-
-
 @pytest.mark.parametrize("round_number", range(4))
 async def test_racing_batches_end_with_one_contact_per_person(
     app: FastAPI, client: httpx.AsyncClient, db: Database, round_number: int
@@ -411,7 +389,7 @@ async def test_racing_batches_end_with_one_contact_per_person(
             asyncio.ensure_future(client.post(BATCH, json={"contacts": c}, headers=auth))
             for c in (first, second)
         ]
-        await until_both_wait(app, db, 2)
+        await until_waiting_on_a_lock(app, db, 2)
     responses = await asyncio.gather(*racing)
     assert [response.status_code for response in responses] == [200, 200]
     async with db.reader() as session:
