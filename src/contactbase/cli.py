@@ -1,15 +1,24 @@
-"""The `contactbase` command: migrations, Spaces, API keys and the server."""
+"""The `contactbase` command: migrations, Spaces, API keys, imports and the server."""
 
 import asyncio
 import json
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from redis.exceptions import RedisError
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +28,9 @@ from contactbase.ratelimit import ENDPOINTS, mark_change
 from contactbase.settings import Settings
 from contactbase.spaces import service
 from contactbase.spaces.service import PERMISSIONS, key_view, space_view
+
+if TYPE_CHECKING:
+    from contactbase.contacts import imports
 
 T = TypeVar("T")
 
@@ -35,6 +47,7 @@ console = Console()
 errors = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON value and nothing else.")]
+MAX_BATCH = 1000  # rows a transaction of `import`, as POST /contacts/batch (schemas.MAX_BATCH)
 
 
 def run(work: Callable[[AsyncSession], Awaitable[T]], *, changes_access: bool = False) -> T:
@@ -223,6 +236,145 @@ def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     except ApiError as error:
         raise fail(error, as_json) from None
     show(key_view(key), as_json, "API key")
+
+
+@app.command("import")
+def import_contacts(
+    space_id: int,
+    file: Annotated[
+        Path, typer.Argument(help="A .csv file (with a header row), or .ndjson / .jsonl.")
+    ],
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Go on after the lines an earlier run on FILE committed."),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Validate every row and list the rejected; write nothing."),
+    ] = False,
+    batch_size: Annotated[
+        int, typer.Option(min=1, max=MAX_BATCH, help="Rows written per transaction.")
+    ] = MAX_BATCH,
+    as_json: JsonFlag = False,
+) -> None:
+    """Import contacts from a CSV or NDJSON file into a Space, in batches written straight to
+    the database (no HTTP, no rate limit); rejected rows go to FILE.rejects (docs/import.md)."""
+    from contactbase.contacts import imports  # its validation needs FastAPI: only here
+
+    if resume and dry_run:
+        raise fail(ApiError("--dry-run and --resume cannot be used together."), as_json)
+    settings = Settings()
+    try:
+        source = imports.open_source(file, settings.max_body_bytes)
+        counts = asyncio.run(
+            _import(settings, space_id, source, resume=resume, dry_run=dry_run, size=batch_size)
+        )
+    except ApiError as error:
+        raise fail(error, as_json) from None
+    except OSError as exc:  # reading FILE, or writing FILE.rejects
+        problem = ApiError(f"{exc.filename or file}: {exc.strerror or exc}.")
+        raise fail(problem, as_json) from None
+    except KeyboardInterrupt:
+        errors.print("interrupted: the batches committed stay; run again with --resume to go on.")
+        raise typer.Exit(130) from None
+    summary = counts.summary(dry_run=dry_run)
+    if as_json:
+        show(summary, as_json)
+        return
+    listed = f" (listed in {source.rejects_path})" if counts.failed else ""
+    if dry_run:
+        typer.echo(
+            f"Checked {file} (dry run, nothing written): {counts.lines} lines, "
+            f"{counts.valid} valid rows, {counts.failed} rejected{listed}."
+        )
+    else:
+        typer.echo(
+            f"Imported {file} into Space {space_id}: {counts.lines} lines, "
+            f"{counts.created} contacts created, {counts.merged} merged, "
+            f"{counts.failed} rows rejected{listed}."
+        )
+
+
+async def _import(
+    settings: Settings,
+    space_id: int,
+    source: "imports.Source",
+    *,
+    resume: bool,
+    dry_run: bool,
+    size: int,
+) -> "imports.Counts":
+    from contactbase.contacts import imports
+
+    db = Database(settings.database_url, pool_size=1)
+    meter = ImportMeter(source.path.stat().st_size, dry_run=dry_run)
+    try:
+        return await imports.import_file(
+            db,
+            space_id,
+            source,
+            resume=resume,
+            dry_run=dry_run,
+            batch_size=size,
+            max_line_bytes=settings.max_body_bytes,
+            report=meter,
+        )
+    finally:
+        meter.close()
+        await db.dispose()
+
+
+class ImportMeter:
+    """An import's progress on standard error: on a terminal a bar (bytes read of the file's
+    size, lines a second, time left); otherwise a line every PLAIN_EVERY seconds."""
+
+    PLAIN_EVERY = 5.0
+
+    def __init__(self, size: int, *, dry_run: bool) -> None:
+        self.size, self.dry_run = size, dry_run
+        self.began = self.shown = time.monotonic()
+        self.bar: Progress | None = None
+        self.task: Any = None
+
+    def __call__(self, counts: "imports.Counts") -> None:
+        now = time.monotonic()
+        start_offset, start_line = counts.started
+        rate = (counts.lines - start_line) / max(now - self.began, 1e-9)
+        if errors.is_terminal:
+            if self.bar is None:
+                self.bar = Progress(
+                    TextColumn("checking" if self.dry_run else "importing"),
+                    BarColumn(),
+                    DownloadColumn(),
+                    TransferSpeedColumn(),
+                    TextColumn("{task.fields[rate]}"),
+                    TimeRemainingColumn(),
+                    console=errors,
+                )
+                self.task = self.bar.add_task("", total=self.size, completed=start_offset, rate="")
+                self.bar.start()
+            self.bar.update(
+                self.task,
+                completed=counts.offset,
+                total=max(self.size, counts.offset),
+                rate=f"{rate:,.0f} lines/s",
+            )
+        elif now - self.shown >= self.PLAIN_EVERY:
+            self.shown = now
+            done = (
+                f"valid {counts.valid}"
+                if self.dry_run
+                else f"created {counts.created}, merged {counts.merged}"
+            )
+            typer.echo(
+                f"{'checked' if self.dry_run else 'imported'} {counts.lines} lines ({done}, "
+                f"failed {counts.failed}), {rate:,.0f} lines/s",
+                err=True,
+            )
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
 
 
 @app.command()
