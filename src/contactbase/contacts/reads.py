@@ -150,7 +150,7 @@ async def resolve(connection: Connection, space_id: int, contact_id: int) -> Con
     return row
 
 
-def _whole_contact() -> Any:
+def whole_contact_query(asked_id: Any) -> Any:
     """PostgreSQL: the contact an id names (itself, or the survivor it was merged into), its
     row and every value, in one statement and so in one snapshot: one row, the values as
     arrays (kind, position, value, normalised; NULL when it holds none)."""
@@ -181,7 +181,7 @@ def _whole_contact() -> Any:
             & (contact.id == func.coalesce(asked.merged_into_id, asked.id)),
         )
         .outerjoin(values, true())
-        .where(asked.space_id == bindparam("space_id"), asked.id == bindparam("contact_id"))
+        .where(asked.space_id == bindparam("space_id"), asked.id == asked_id)
         .group_by(contact.id)  # its primary key: the row's other columns follow from it
     )
 
@@ -191,7 +191,7 @@ class WholeRow(NamedTuple):
     values: list[ValueRow]
 
 
-def _whole_row(*columns: Any) -> WholeRow:
+def whole_row(*columns: Any) -> WholeRow:
     contact = ContactRow.of(*columns[: len(CONTACT_COLUMNS)])
     kinds, positions, values, normalised = (
         column or [] for column in columns[len(CONTACT_COLUMNS) :]
@@ -203,24 +203,24 @@ def _whole_row(*columns: Any) -> WholeRow:
     return WholeRow(contact, held)
 
 
-WHOLE_CONTACT = Prepared(_whole_contact(), _whole_row)
+WHOLE_CONTACT = Prepared(whole_contact_query(bindparam("contact_id")), whole_row)
 
 
 async def whole_contact(
     connection: Connection, space_id: int, contact_id: int
-) -> tuple[ContactRow, list[ValueRow]] | None:
+) -> "WholeRow | None":
     """The contact an id names (an alias names its survivor) with all its values, as one
     state of it; None when the Space has no such id. On PostgreSQL one statement
     (WHOLE_CONTACT); on SQLite the row and the values, read in the snapshot of the reader's
     transaction (SQLite has no LATERAL)."""
     if not isinstance(connection, SqliteConnection):
         params = {"space_id": space_id, "contact_id": contact_id}
-        whole = await WHOLE_CONTACT.row(connection, params)
-        return None if whole is None else (whole.contact, whole.values)
+        return await WHOLE_CONTACT.row(connection, params)
     row = await _resolved(connection, space_id, contact_id)
     if row is None:
         return None
-    return row, await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})
+    values = await CONTACT_VALUES.rows(connection, {"space_id": space_id, "contact_id": row.id})
+    return WholeRow(row, values)
 
 
 async def get_contact(connection: Connection, space_id: int, contact_id: int) -> ContactDetail:

@@ -6,6 +6,7 @@ with the same parameters. The lists of ids and values are passed as lists either
 """
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
@@ -34,7 +35,13 @@ from contactbase.contacts.models import (
     Contact,
     ContactEmail,
 )
-from contactbase.contacts.reads import CONTACT_COLUMNS, ContactRow
+from contactbase.contacts.reads import (
+    CONTACT_COLUMNS,
+    ContactRow,
+    WholeRow,
+    whole_contact_query,
+    whole_row,
+)
 from contactbase.db import Id
 from contactbase.prepared import Bulk, Copy, Prepared, among, no_rows
 
@@ -84,9 +91,15 @@ OWNERS = Prepared(
 )
 
 
-class NewContact(NamedTuple):
+@dataclass(frozen=True)
+class NewContact:
     created: int | None  # the new contact's id; None when an email is known
     owners: list[int] | None  # then the contacts owning the known emails
+    owner: WholeRow | None  # and when they are one, that contact whole, as the statement saw it
+
+    @classmethod
+    def of(cls, created: int | None, owners: list[int] | None, *whole: Any) -> "NewContact":
+        return cls(created, owners, whole_row(*whole) if whole[0] is not None else None)
 
 
 def _new_contact() -> Any:
@@ -133,14 +146,28 @@ def _new_contact() -> Any:
             )
             .cte(kind)
         )
-    return select(
-        select(new_contact.c.id).scalar_subquery(),
-        select(func.array_agg(owners.c.contact_id)).scalar_subquery(),
-    ).add_cte(*value_inserts)
+    # The one owner, whole, in the statement's snapshot: a request that brings it nothing new
+    # is answered from this read, without a second round trip (writes._unchanged).
+    only_owner = (
+        select(func.min(owners.c.contact_id))
+        .having(func.count(owners.c.contact_id.distinct()) == literal_column("1"))
+        .scalar_subquery()
+    )
+    owner = whole_contact_query(only_owner).lateral("owner")
+    return (
+        select(
+            select(new_contact.c.id).scalar_subquery(),
+            select(func.array_agg(owners.c.contact_id)).scalar_subquery(),
+            *owner.c,
+        )
+        .select_from(select(literal_column("1")).subquery("one"))
+        .outerjoin(owner, true())
+        .add_cte(*value_inserts)
+    )
 
 
-# PostgreSQL only (SQLite writes a new contact with INSERT_CONTACT and INSERT_VALUES).
-NEW_CONTACT = Prepared(_new_contact(), NewContact)
+# PostgreSQL only (SQLite writes a new contact through writes._store).
+NEW_CONTACT = Prepared(_new_contact(), NewContact.of)
 
 
 class NewId(NamedTuple):

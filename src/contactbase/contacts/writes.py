@@ -42,7 +42,13 @@ from contactbase.contacts.merging import (
     stored_person,
 )
 from contactbase.contacts.models import PRIMARY_COLUMN
-from contactbase.contacts.reads import contact_row, resolve, stored_values, whole_contact
+from contactbase.contacts.reads import (
+    WholeRow,
+    contact_row,
+    resolve,
+    stored_values,
+    whole_contact,
+)
 from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
 from contactbase.contacts.statements import (
     DELETE_VALUES,
@@ -166,16 +172,19 @@ async def create_contact(
     that brings nothing its one owner lacks is answered from there, unlocked and unwritten
     (`_unchanged`); any other is resolved again by `_store`, told the owners found."""
     item = incoming(payload)
+    found: WholeRow | None = None
     if lease.db.is_sqlite:
         owners = await _owner_ids(await lease.connect(), space_id, item.emails())
     else:
-        created, owners = await _insert_if_new(lease, space_id, item)
+        created, owners, found = await _insert_if_new(lease, space_id, item)
         if created is not None:
             return created, True
     if owners and not merge:
         raise _conflict(min(owners))
     if len(owners) == 1:
-        unchanged = await _unchanged(lease, space_id, owners[0], item)
+        if found is None:  # SQLite: read now, in the snapshot of the owners' look-up
+            found = await whole_contact(await lease.connect(), space_id, owners[0])
+        unchanged = _unchanged(found, owners[0], item)
         if unchanged is not None:
             return unchanged, False
 
@@ -339,16 +348,13 @@ async def _new_ids(connection: Connection, count: int) -> list[int]:
     return [row.id for row in await NEXT_IDS.rows(connection, {"n": count})]
 
 
-async def _unchanged(
-    lease: Lease, space_id: int, owner: int, item: Incoming
-) -> ContactDetail | None:
-    """The owner as it stands, when the request brings nothing it lacks: every value is held
-    already (by normal form) and every slot sent has the value sent. Then a merge would write
-    nothing, and none is made. None otherwise, or when the owner was merged away since its
-    look-up: then `_store` resolves it. The contact is read whole, in one snapshot
-    (reads.whole_contact), so the answer is a state it was in."""
-    found = await whole_contact(await lease.connect(), space_id, owner)
-    if found is None or found[0].id != owner:  # merged away since
+def _unchanged(found: WholeRow | None, owner: int, item: Incoming) -> ContactDetail | None:
+    """The owner as it stands (`found`, read whole in one snapshot, so a state it was in),
+    when the request brings nothing it lacks: every value is held already (by normal form)
+    and every slot sent has the value sent. Then a merge would write nothing, and none is
+    made. None otherwise, or when the owner was merged away since its look-up: then `_store`
+    resolves it."""
+    if found is None or found.contact.id != owner:  # merged away since
         return None
     row, stored = found
     if any(row.slots[slot] != value for slot, value in item.slots.items()):
@@ -422,10 +428,11 @@ async def _attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -
 
 async def _insert_if_new(
     lease: Lease, space_id: int, item: Incoming
-) -> tuple[ContactDetail | None, list[int]]:
+) -> tuple[ContactDetail | None, list[int], WholeRow | None]:
     """PostgreSQL: the new contact, written by NEW_CONTACT; when an email is known, nothing is
-    written and the owners of the known emails come back instead. A concurrent create that
-    takes an email while the statement runs leaves neither: (None, [])."""
+    written and the owners of the known emails come back instead, and the owner whole when
+    there is one. A concurrent create that takes an email while the statement runs leaves
+    neither: (None, [], None)."""
     now = utcnow()
     values = shown(item)
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
@@ -440,11 +447,11 @@ async def _insert_if_new(
     try:
         row = await NEW_CONTACT.row(await lease.connect(), params)
     except (asyncpg.UniqueViolationError, asyncpg.DeadlockDetectedError):
-        return None, []  # a concurrent write took an email first: resolve in `_store`
+        return None, [], None  # a concurrent write took an email first: resolve in `_store`
     assert row is not None
     if row.created is None:
-        return None, sorted(set(row.owners or ()))
-    return ContactDetail.of(row.created, values, item.slots, now, now), []
+        return None, sorted(set(row.owners or ())), row.owner
+    return ContactDetail.of(row.created, values, item.slots, now, now), [], None
 
 
 async def _email_owners(connection: Connection, space_id: int, emails: list[str]) -> dict[str, int]:
