@@ -51,8 +51,12 @@ def cli(database_url: str, db: Database) -> Cli:
     return Cli(database_url)
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())
+def error_line(result: Result, status: int = 1) -> str:
+    """The error a command printed: one line on standard error, however long."""
+    assert result.exit_code == status, result.output
+    line, end, rest = result.stderr.partition("\n")
+    assert (end, rest) == ("\n", ""), result.stderr
+    return line
 
 
 def test_space_create_prints_one_json_value(cli: Cli) -> None:
@@ -83,7 +87,7 @@ def test_space_create_without_json_prints_a_table(cli: Cli) -> None:
 def test_space_create_refuses_a_bad_timezone(cli: Cli) -> None:
     result = cli("space", "create", "Acme", "--timezone", "Mars/Olympus")
     assert result.exit_code == 1
-    assert "Mars/Olympus" in one_line(result.stderr)
+    assert "Mars/Olympus" in error_line(result)
     as_json = cli("space", "create", "Acme", "--timezone", "Mars/Olympus", "--json")
     assert as_json.exit_code == 1
     assert "Mars/Olympus" in json.loads(as_json.stdout)["message"]
@@ -116,7 +120,7 @@ def test_space_list_without_json(cli: Cli) -> None:
 def test_unknown_space_fails(cli: Cli, command: str) -> None:
     result = cli("space", command, "999")
     assert result.exit_code == 1
-    assert "No Space with id 999." in one_line(result.stderr)
+    assert "No Space with id 999." in error_line(result)
     as_json = cli("space", command, "999", "--json")
     assert as_json.exit_code == 1
     assert json.loads(as_json.stdout) == {"message": "No Space with id 999.", "code": "not_found"}
@@ -138,7 +142,7 @@ def test_space_set_limit_refuses_an_unknown_endpoint(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme")
     result = cli("space", "set-limit", str(space["id"]), "delete", "10")
     assert result.exit_code == 1
-    assert "create, get, list, update, export" in one_line(result.stderr)
+    assert "create, get, list, update, export" in error_line(result)
     assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
 
 
@@ -146,8 +150,27 @@ def test_space_set_limit_refuses_a_negative_limit(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme")
     result = cli("space", "set-limit", str(space["id"]), "create", "--", "-1")
     assert result.exit_code == 1
-    assert "zero or more" in one_line(result.stderr)
+    assert "zero or more" in error_line(result)
     assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
+
+
+def test_a_long_error_is_one_line_as_it_is(cli: Cli, work_dir: Path) -> None:
+    """Without a terminal rich wraps what it prints at 80 columns, and it reads `[/x]` and
+    `:name:` as markup: an error is one line on standard error, its message as it is."""
+    cli.env["COLUMNS"] = "80"
+    space = str(cli.json("space", "create", "Acme")["id"])
+    missing = work_dir / ("a-long-directory-name-" * 3) / "[/people] :thumbs_up:.csv"
+    for args in (
+        ["space", "create", "Acme", "--timezone", "Mars/[/Olympus]:thumbs_up:" + "_" * 60],
+        ["key", "create", space, "--permission", "contacts:delete"],
+        ["import", space, str(missing)],
+    ):
+        message = json.loads(cli(*args, "--json").stdout)["message"]
+        assert len(f"error: {message}") > 80
+        result = cli(*args)
+        assert error_line(result) == f"error: {message}"
+        assert isinstance(result.exception, SystemExit)
+        assert "Traceback" not in result.output
 
 
 async def test_key_create_makes_a_working_key(cli: Cli, client: httpx.AsyncClient) -> None:
@@ -187,14 +210,14 @@ def test_key_create_refuses_an_unknown_permission(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme")
     result = cli("key", "create", str(space["id"]), "--permission", "contacts:delete")
     assert result.exit_code == 1
-    assert "contacts:delete" in one_line(result.stderr)
+    assert "contacts:delete" in error_line(result)
     assert cli.json("key", "list", str(space["id"])) == []
 
 
 def test_key_create_for_an_unknown_space_fails(cli: Cli) -> None:
     result = cli("key", "create", "999")
     assert result.exit_code == 1
-    assert "No Space with id 999." in one_line(result.stderr)
+    assert "No Space with id 999." in error_line(result)
     assert "cb_" not in result.output
     as_json = cli("key", "create", "999", "--json")
     assert as_json.exit_code == 1
@@ -207,7 +230,7 @@ def test_key_create_without_json_shows_the_key_once(cli: Cli) -> None:
     assert result.exit_code == 0
     # The only time the key is ever shown: it must be printed whole, never cut to fit a table.
     assert KEY.search(result.stdout), result.stdout
-    assert "cannot be shown again" in one_line(result.stdout)
+    assert "cannot be shown again" in result.stdout
 
 
 def test_key_list_never_shows_the_full_key(cli: Cli) -> None:
@@ -231,7 +254,7 @@ def test_key_list_never_shows_the_full_key(cli: Cli) -> None:
 def test_key_list_for_an_unknown_space_fails(cli: Cli) -> None:
     result = cli("key", "list", "999")
     assert result.exit_code == 1
-    assert "No Space with id 999." in one_line(result.stderr)
+    assert "No Space with id 999." in error_line(result)
 
 
 async def test_key_revoke_applies_to_the_next_request(cli: Cli, client: httpx.AsyncClient) -> None:
@@ -264,14 +287,14 @@ async def test_space_deactivate_applies_to_the_next_request(
 def test_key_revoke_of_an_unknown_key_fails(cli: Cli) -> None:
     result = cli("key", "revoke", "999")
     assert result.exit_code == 1
-    assert "No API key with id 999." in one_line(result.stderr)
+    assert "No API key with id 999." in error_line(result)
 
 
 def test_serve_with_several_workers_needs_redis(cli: Cli) -> None:
     result = cli("serve", "--workers", "2")
     assert result.exit_code == 2
-    assert "Redis" in one_line(result.stderr)
-    assert "CONTACTBASE_REDIS_URL" in one_line(result.stderr)
+    assert "Redis" in error_line(result, 2)
+    assert "CONTACTBASE_REDIS_URL" in error_line(result, 2)
 
 
 def test_serve_refusal_with_json_prints_one_json_value(cli: Cli) -> None:

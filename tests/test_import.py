@@ -22,11 +22,13 @@ from sqlalchemy import func, select
 from typer.testing import CliRunner, Result
 
 from contactbase import cli
-from contactbase.cli import ImportMeter, app
-from contactbase.contacts.imports import Counts, Rejects, csv_body, json_number
+from contactbase.cli import app
+from contactbase.contacts.import_files import Rejects, csv_body, json_number
+from contactbase.contacts.imports import Counts
 from contactbase.contacts.models import VALUE_TABLES, Contact, ImportProgress
 from contactbase.contacts.schemas import MAX_BATCH
 from contactbase.db import Database
+from contactbase.progress import ImportMeter
 from tests.factories import CONTACTS, SEED, add_contact, answered, bearer, make_key, make_space
 
 runner = CliRunner()
@@ -62,13 +64,12 @@ async def space(db: Database) -> int:
     return await make_space(db)
 
 
-def one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def squeezed(text: str) -> str:
-    """Without any whitespace: rich folds a long word (a path) where the line ends."""
-    return "".join(text.split())
+def error_line(result: Result) -> str:
+    """The error a command printed: one line on standard error, however long."""
+    assert result.exit_code == 1, result.output
+    line, end, rest = result.stderr.partition("\n")
+    assert (end, rest) == ("\n", ""), result.stderr
+    return line
 
 
 def has_rejects(path: Path) -> bool:
@@ -355,7 +356,7 @@ async def test_a_dry_run_writes_nothing(
     assert "nothing written" in human.stdout
     refused = await importer(str(space), str(path), "--dry-run", "--resume")
     assert refused.exit_code == 1
-    assert "cannot be used together" in one_line(refused.stderr)
+    assert "cannot be used together" in error_line(refused)
 
 
 async def test_resume_reads_the_lines_appended_since(
@@ -417,7 +418,7 @@ async def test_resume_after_a_last_line_without_a_line_break(
         file.write('{"emails": ["d@example.com"]}\n')  # line 3 changed
     changed = await importer(str(space), str(path), "--resume")
     assert changed.exit_code == 1
-    assert "text was added to line 3" in one_line(changed.stderr)
+    assert "text was added to line 3" in error_line(changed)
 
 
 async def test_resume_refuses_a_changed_file(
@@ -429,7 +430,7 @@ async def test_resume_refuses_a_changed_file(
     path.write_text("email\na@example.com\nB@example.com\nc@example.com\n")
     result = await importer(str(space), str(path), "--resume")
     assert result.exit_code == 1
-    message = one_line(result.stderr)
+    message = error_line(result)
     assert message.startswith("error: ")
     assert "changed since its import committed 3 lines" in message
     assert "Traceback" not in result.output
@@ -547,7 +548,7 @@ async def test_a_bad_header_is_refused_before_anything_is_written(
     path.write_text(header + ("a@example.com,x\n" if header else ""))
     result = await importer(str(space), str(path))
     assert result.exit_code == 1
-    assert message in one_line(result.stderr)
+    assert message in error_line(result)
     assert not has_rejects(path)
     assert (await counts_of(db))["contacts"] == 0
     assert await progress_of(db, space, path) is None
@@ -556,12 +557,12 @@ async def test_a_bad_header_is_refused_before_anything_is_written(
 async def test_one_line_errors(importer: Importer, space: int, tmp_path: Path) -> None:
     missing = await importer(str(space), str(tmp_path / "missing.csv"))
     assert missing.exit_code == 1
-    assert squeezed(missing.stderr) == squeezed(f"error: No such file: {tmp_path}/missing.csv.")
+    assert error_line(missing) == f"error: No such file: {tmp_path}/missing.csv."
     path = tmp_path / "people.csv"
     path.write_text("email\na@example.com\n")
     unknown = await importer("999", str(path))
     assert unknown.exit_code == 1
-    assert one_line(unknown.stderr) == "error: No Space with id 999."
+    assert error_line(unknown) == "error: No Space with id 999."
     assert json.loads((await importer("999", str(path), "--json")).stdout) == {
         "message": "No Space with id 999.",
         "code": "not_found",
@@ -571,10 +572,10 @@ async def test_one_line_errors(importer: Importer, space: int, tmp_path: Path) -
     other.write_text("a@example.com\n")
     unknown_format = await importer(str(space), str(other))
     assert unknown_format.exit_code == 1
-    assert "unknown format" in one_line(unknown_format.stderr)
+    assert "unknown format" in error_line(unknown_format)
     directory = await importer(str(space), str(tmp_path))
     assert directory.exit_code == 1
-    assert "cannot be read" in one_line(directory.stderr)
+    assert "cannot be read" in error_line(directory)
     for result in (missing, unknown, unknown_format, directory):
         assert result.exception is None or isinstance(result.exception, SystemExit)
         assert "Traceback" not in result.output
@@ -586,7 +587,7 @@ async def test_an_unreachable_database_is_one_line(tmp_path: Path) -> None:
     importer = Importer("postgresql://nobody@127.0.0.1:1/nothing")
     result = await importer("1", str(path))
     assert result.exit_code == 1
-    assert one_line(result.stderr).startswith("error: The database is unreachable (")
+    assert error_line(result).startswith("error: The database is unreachable (")
 
 
 async def test_the_human_summary(importer: Importer, space: int, tmp_path: Path) -> None:
@@ -594,9 +595,9 @@ async def test_the_human_summary(importer: Importer, space: int, tmp_path: Path)
     path.write_text("email\na@example.com\nbad\n")
     result = await importer(str(space), str(path))
     assert result.exit_code == 0
-    assert one_line(result.stdout) == (
+    assert result.stdout == (
         f"Imported {path} into Space {space}: 3 lines, 1 contacts created, 0 merged, "
-        f"1 rows rejected (listed in {path}.rejects)."
+        f"1 rows rejected (listed in {path}.rejects).\n"
     )
 
 
@@ -652,27 +653,25 @@ def test_the_rejects_of_uncommitted_lines_are_cut_before_a_resumed_run(tmp_path:
     assert rejects.path.read_bytes() == b"line,reason,email,note\r\n"
 
 
-def test_progress_without_a_terminal_is_a_line_every_few_seconds(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    meter = ImportMeter(1000, dry_run=False)
+def test_progress_without_a_terminal_is_a_line_every_few_seconds() -> None:
+    screen = io.StringIO()
+    meter = ImportMeter(1000, dry_run=False, console=Console(file=screen))
     counts = Counts(created=100, merged=10, failed=10, lines=121, offset=500, started=(20, 1))
     meter(counts)
-    assert capsys.readouterr().err == ""  # not yet
+    assert screen.getvalue() == ""  # not yet
     meter.PLAIN_EVERY = 0
     meter(counts)
-    line = capsys.readouterr().err
     assert re.fullmatch(
-        r"imported 121 lines \(created 100, merged 10, failed 10\), [0-9,]+ lines/s\n", line
+        r"imported 121 lines \(created 100, merged 10, failed 10\), [0-9,]+ lines/s\n",
+        screen.getvalue(),
     )
     meter.close()
 
 
-def test_progress_on_a_terminal_is_a_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_progress_on_a_terminal_is_a_bar() -> None:
     screen = io.StringIO()
     terminal = Console(file=screen, force_terminal=True, width=120)
-    monkeypatch.setattr("contactbase.cli.errors", terminal)
-    meter = ImportMeter(1000, dry_run=False)
+    meter = ImportMeter(1000, dry_run=False, console=terminal)
     meter(Counts(created=100, lines=101, offset=500))
     meter.close()
     shown = screen.getvalue()

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -11,26 +10,20 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from redis.exceptions import RedisError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.db import Database, async_url
 from contactbase.errors import ApiError, ServiceUnavailable
+from contactbase.progress import ImportMeter
 from contactbase.ratelimit import ENDPOINTS, mark_change
 from contactbase.settings import Settings
 from contactbase.spaces import service
 from contactbase.spaces.service import PERMISSIONS, key_view, space_view
 
 if TYPE_CHECKING:
-    from contactbase.contacts import imports
+    from contactbase.contacts import import_files, imports
 
 T = TypeVar("T")
 
@@ -109,10 +102,13 @@ def _cell(value: Any) -> str:
 
 
 def fail(error: ApiError, as_json: bool) -> typer.Exit:
+    """Say what went wrong, in one line, and the exit to raise."""
     if as_json:
         typer.echo(json.dumps(error.content()))
     else:
-        errors.print(f"[red]error:[/red] {error.message}")
+        # Unwrapped (rich wraps at the terminal's width, 80 columns without one), and a Text, not
+        # markup: a path or a cell quoted may hold `[/x]` or `:name:`, read as a style or emoji.
+        errors.print(Text.assemble(("error:", "red"), f" {error.message}"), soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -259,13 +255,13 @@ def import_contacts(
 ) -> None:
     """Import contacts from a CSV or NDJSON file into a Space, in batches written straight to
     the database (no HTTP, no rate limit); rejected rows go to FILE.rejects (docs/import.md)."""
-    from contactbase.contacts import imports  # its validation needs FastAPI: only here
+    from contactbase.contacts import import_files  # it needs FastAPI (validation): only here
 
     if resume and dry_run:
         raise fail(ApiError("--dry-run and --resume cannot be used together."), as_json)
     settings = Settings()
     try:
-        source = imports.open_source(file, settings.max_body_bytes)
+        source = import_files.open_source(file, settings.max_body_bytes)
         counts = asyncio.run(
             _import(settings, space_id, source, resume=resume, dry_run=dry_run, size=batch_size)
         )
@@ -275,7 +271,8 @@ def import_contacts(
         problem = ApiError(f"{exc.filename or file}: {exc.strerror or exc}.")
         raise fail(problem, as_json) from None
     except KeyboardInterrupt:
-        errors.print("interrupted: the batches committed stay; run again with --resume to go on.")
+        interrupted = "interrupted: the batches committed stay; run again with --resume to go on."
+        errors.print(interrupted, soft_wrap=True)
         raise typer.Exit(130) from None
     summary = counts.summary(dry_run=dry_run)
     if as_json:
@@ -298,7 +295,7 @@ def import_contacts(
 async def _import(
     settings: Settings,
     space_id: int,
-    source: "imports.Source",
+    source: "import_files.Source",
     *,
     resume: bool,
     dry_run: bool,
@@ -307,7 +304,7 @@ async def _import(
     from contactbase.contacts import imports
 
     db = Database(settings.database_url, pool_size=1)
-    meter = ImportMeter(source.path.stat().st_size, dry_run=dry_run)
+    meter = ImportMeter(source.path.stat().st_size, dry_run=dry_run, console=errors)
     try:
         return await imports.import_file(
             db,
@@ -322,59 +319,6 @@ async def _import(
     finally:
         meter.close()
         await db.dispose()
-
-
-class ImportMeter:
-    """An import's progress on standard error: on a terminal a bar (bytes read of the file's
-    size, lines a second, time left); otherwise a line every PLAIN_EVERY seconds."""
-
-    PLAIN_EVERY = 5.0
-
-    def __init__(self, size: int, *, dry_run: bool) -> None:
-        self.size, self.dry_run = size, dry_run
-        self.began = self.shown = time.monotonic()
-        self.bar: Progress | None = None
-        self.task: Any = None
-
-    def __call__(self, counts: "imports.Counts") -> None:
-        now = time.monotonic()
-        start_offset, start_line = counts.started
-        rate = (counts.lines - start_line) / max(now - self.began, 1e-9)
-        if errors.is_terminal:
-            if self.bar is None:
-                self.bar = Progress(
-                    TextColumn("checking" if self.dry_run else "importing"),
-                    BarColumn(),
-                    DownloadColumn(),
-                    TransferSpeedColumn(),
-                    TextColumn("{task.fields[rate]}"),
-                    TimeRemainingColumn(),
-                    console=errors,
-                )
-                self.task = self.bar.add_task("", total=self.size, completed=start_offset, rate="")
-                self.bar.start()
-            self.bar.update(
-                self.task,
-                completed=counts.offset,
-                total=max(self.size, counts.offset),
-                rate=f"{rate:,.0f} lines/s",
-            )
-        elif now - self.shown >= self.PLAIN_EVERY:
-            self.shown = now
-            done = (
-                f"valid {counts.valid}"
-                if self.dry_run
-                else f"created {counts.created}, merged {counts.merged}"
-            )
-            typer.echo(
-                f"{'checked' if self.dry_run else 'imported'} {counts.lines} lines ({done}, "
-                f"failed {counts.failed}), {rate:,.0f} lines/s",
-                err=True,
-            )
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 @app.command()
