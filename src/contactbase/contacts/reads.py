@@ -153,36 +153,43 @@ async def resolve(connection: Connection, space_id: int, contact_id: int) -> Con
 def whole_contact_query(asked_id: Any) -> Any:
     """PostgreSQL: the contact an id names (itself, or the survivor it was merged into), its
     row and every value, in one statement and so in one snapshot: one row, the values as
-    arrays (kind, position, value, normalised; NULL when it holds none)."""
-    asked, contact = aliased(Contact, name="asked"), aliased(Contact, name="contact")
-    values = union_all(
+    arrays (kind, position, value, normalised; NULL when it holds none). Each step is a
+    LATERAL on the one before (the id asked, then its contact, then the values), and none is
+    flattened into a join, so the plan starts from the id whatever the statistics: without them
+    (a fresh database) PostgreSQL planned the plain join by reading the Space's every contact."""
+    asked = aliased(Contact, name="asked")
+    contact = (
+        select(*CONTACT_COLUMNS)
+        .where(
+            Contact.space_id == asked.space_id,
+            Contact.id == func.coalesce(asked.merged_into_id, asked.id),
+        )
+        .limit(literal_column("1"))  # one row (an id), and PostgreSQL keeps the subquery
+        .lateral("contact")
+    )
+    held = union_all(
         *(
             select(
                 literal_column(f"'{kind}'").label("kind"),
                 table.position,
                 table.value,
                 table.normalised,
-            ).where(table.space_id == contact.space_id, table.contact_id == contact.id)
+            )
+            .where(table.space_id == asked.space_id, table.contact_id == contact.c.id)
+            .correlate_except(table)  # `asked` and `contact` are the enclosing query's
             for kind, table in VALUE_TABLES.items()
         )
-    ).lateral("held")
-    order = (values.c.kind, values.c.position)
-    arrays = [
-        func.array_agg(aggregate_order_by(column, *order)).filter(values.c.kind.is_not(None))
-        for column in (values.c.kind, values.c.position, values.c.value, values.c.normalised)
-    ]
-    columns = [getattr(contact, column.key) for column in CONTACT_COLUMNS]
+    ).subquery("held")
+    order = (held.c.kind, held.c.position)
+    values = select(
+        *(func.array_agg(aggregate_order_by(column, *order)) for column in held.c)
+    ).lateral("held_values")
     return (
-        select(*columns, *arrays)
+        select(*contact.c, *values.c)
         .select_from(asked)
-        .join(
-            contact,
-            (contact.space_id == asked.space_id)
-            & (contact.id == func.coalesce(asked.merged_into_id, asked.id)),
-        )
-        .outerjoin(values, true())
+        .join(contact, true())
+        .join(values, true())
         .where(asked.space_id == bindparam("space_id"), asked.id == asked_id)
-        .group_by(contact.id)  # its primary key: the row's other columns follow from it
     )
 
 
