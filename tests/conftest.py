@@ -29,6 +29,8 @@ TENANT_TABLES = (
     "contact_exports",
     "idempotency_keys",
     "import_progress",
+    "idempotency_contacts",
+    "contact_tombstones",
     "contacts",
     "api_keys",
     "spaces",

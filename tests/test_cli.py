@@ -140,9 +140,9 @@ def test_space_set_limit(cli: Cli) -> None:
 
 def test_space_set_limit_refuses_an_unknown_endpoint(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme")
-    result = cli("space", "set-limit", str(space["id"]), "delete", "10")
+    result = cli("space", "set-limit", str(space["id"]), "erase", "10")
     assert result.exit_code == 1
-    assert "create, get, list, update, export" in error_line(result)
+    assert "create, get, list, update, export, batch, delete" in error_line(result)
     assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
 
 
@@ -162,7 +162,7 @@ def test_a_long_error_is_one_line_as_it_is(cli: Cli, work_dir: Path) -> None:
     missing = work_dir / ("a-long-directory-name-" * 3) / "[/people] :thumbs_up:.csv"
     for args in (
         ["space", "create", "Acme", "--timezone", "Mars/[/Olympus]:thumbs_up:" + "_" * 60],
-        ["key", "create", space, "--permission", "contacts:delete"],
+        ["key", "create", space, "--permission", "contacts:destroy"],
         ["import", space, str(missing)],
     ):
         message = json.loads(cli(*args, "--json").stdout)["message"]
@@ -208,9 +208,9 @@ async def test_key_create_defaults_to_both_permissions(cli: Cli, client: httpx.A
 
 def test_key_create_refuses_an_unknown_permission(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme")
-    result = cli("key", "create", str(space["id"]), "--permission", "contacts:delete")
+    result = cli("key", "create", str(space["id"]), "--permission", "contacts:destroy")
     assert result.exit_code == 1
-    assert "contacts:delete" in error_line(result)
+    assert "contacts:destroy" in error_line(result)
     assert cli.json("key", "list", str(space["id"])) == []
 
 
@@ -358,3 +358,10 @@ def test_demo_replaces_a_revoked_key(cli: Cli, work_dir: Path) -> None:
     new = key_file.read_text().strip()
     assert new != old
     assert f"Created the demo Space's API key: {new}" in again.stdout
+
+
+def test_a_key_may_erase_only_when_asked_for(cli: Cli) -> None:
+    space = str(cli.json("space", "create", "Acme")["id"])
+    assert cli.json("key", "create", space)["permissions"] == ["contacts:read", "contacts:write"]
+    erasing = cli.json("key", "create", space, "--permission", "contacts:delete")
+    assert erasing["permissions"] == ["contacts:delete"]

@@ -26,6 +26,8 @@ TABLES = {
     "contact_exports",
     "idempotency_keys",
     "import_progress",
+    "idempotency_contacts",
+    "contact_tombstones",
     "contact_phones",
     "contact_names",
     "contact_locations",

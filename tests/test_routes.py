@@ -24,7 +24,7 @@ from contactbase.settings import Settings
 from contactbase.spaces import service
 from tests.factories import CONTACTS, SEED, add_contact, bearer, make_key, make_space
 
-READ, WRITE = "contacts:read", "contacts:write"
+READ, WRITE, DELETE = "contacts:read", "contacts:write", "contacts:delete"
 DOWNLOAD = f"{CONTACTS}/exports/{{export_id}}/download"
 # What answers without a key (SPEC 3 "Operations", 6.9): the operators' endpoints, the document
 # and its two viewers, whatever method they serve; and the export download, whose signed link
@@ -92,12 +92,14 @@ def documented_operations(document: dict[str, Any]) -> list[Operation]:
 
 
 def required_permission(operation: Operation) -> str:
-    """The permission SPEC 3 names: exports (both of their endpoints) and every GET read,
-    the other writes to contacts write."""
+    """The permission SPEC 3 and 6.4 name: exports (both of their endpoints) and every GET
+    read, an erasure delete, the other writes to contacts write."""
     if operation.path.startswith(f"{CONTACTS}/exports") or operation.method == "GET":
         return READ
     if operation.method in ("POST", "PUT"):
         return WRITE
+    if operation.method == "DELETE":
+        return DELETE
     raise AssertionError(f"SPEC names no permission for {operation.method} {operation.path}")
 
 
@@ -159,8 +161,9 @@ async def test_every_secured_operation_refuses_a_missing_key_and_a_missing_permi
     assert {operation.shape for operation in secured} >= SPEC_OPERATIONS
     space_id = await make_space(db)
     keys = {
-        READ: bearer(await make_key(db, space_id, [WRITE])),  # lacks read
-        WRITE: bearer(await make_key(db, space_id, [READ])),  # lacks write
+        READ: bearer(await make_key(db, space_id, [WRITE, DELETE])),  # lacks read
+        WRITE: bearer(await make_key(db, space_id, [READ, DELETE])),  # lacks write
+        DELETE: bearer(await make_key(db, space_id, [READ, WRITE])),  # lacks delete
     }
     wrong: list[tuple[str, str, str, int]] = []
     for operation in secured:

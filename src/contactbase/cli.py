@@ -14,13 +14,13 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.db import Database, async_url
+from contactbase.db import DRIVER_ERRORS, Database, Lease, async_url
 from contactbase.errors import ApiError, ServiceUnavailable
 from contactbase.progress import ImportMeter
 from contactbase.ratelimit import ENDPOINTS, mark_change
 from contactbase.settings import Settings
 from contactbase.spaces import service
-from contactbase.spaces.service import PERMISSIONS, key_view, space_view
+from contactbase.spaces.service import DEFAULT_PERMISSIONS, PERMISSIONS, key_view, space_view
 
 if TYPE_CHECKING:
     from contactbase.contacts import import_files, imports
@@ -34,8 +34,10 @@ app = typer.Typer(
 )
 space_app = typer.Typer(help="Create, list and change Spaces.", no_args_is_help=True)
 key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+contact_app = typer.Typer(help="Act on one contact: erase it.", no_args_is_help=True)
 app.add_typer(space_app, name="space")
 app.add_typer(key_app, name="key")
+app.add_typer(contact_app, name="contact")
 console = Console()
 errors = Console(stderr=True)
 
@@ -196,14 +198,17 @@ def key_create(
     name: Annotated[str | None, typer.Option(help="A label to recognise the key by.")] = None,
     permission: Annotated[
         list[str] | None,
-        typer.Option(help=f"Repeatable: {', '.join(PERMISSIONS)} (default: both)."),
+        typer.Option(
+            help=f"Repeatable: {', '.join(PERMISSIONS)} (default: "
+            f"{' and '.join(DEFAULT_PERMISSIONS)}; contacts:delete only when asked for)."
+        ),
     ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key for a Space. The key is printed now and never again."""
     try:
         key, raw_key = run(
-            lambda s: service.create_key(s, space_id, name, permission or PERMISSIONS)
+            lambda s: service.create_key(s, space_id, name, permission or DEFAULT_PERMISSIONS)
         )
     except ApiError as error:
         raise fail(error, as_json) from None
@@ -232,6 +237,48 @@ def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     except ApiError as error:
         raise fail(error, as_json) from None
     show(key_view(key), as_json, "API key")
+
+
+@contact_app.command("erase")
+def contact_erase(
+    space_id: int,
+    contact_id: Annotated[int | None, typer.Option("--id", help="The contact's id.")] = None,
+    email: Annotated[str | None, typer.Option(help="An email of the contact.")] = None,
+    as_json: JsonFlag = False,
+) -> None:
+    """Erase a person (a data-subject request): the contact, every contact merged into it and
+    all their values, as DELETE /contacts/{id} does. Prints what was removed, as counts."""
+    if (contact_id is None) == (email is None):
+        raise fail(ApiError("Give one of --id and --email."), as_json)
+
+    async def erase() -> dict[str, int]:
+        from contactbase.contacts import erasure
+
+        db = Database(Settings().database_url, pool_size=1)
+        lease = Lease(db)
+        failure: BaseException | None = None
+        try:
+            erased = await erasure.erase_contact(
+                lease, space_id, contact_id=contact_id, email=email
+            )
+            return erased.report()
+        except BaseException as exc:
+            failure = exc
+            raise
+        finally:
+            await lease.release(failure)
+            await db.dispose()
+
+    try:
+        report = asyncio.run(erase())
+    except ApiError as error:
+        raise fail(error, as_json) from None
+    except (*DRIVER_ERRORS, OSError) as exc:
+        unavailable = ServiceUnavailable(
+            f"The database refused the erasure ({type(exc).__name__})."
+        )
+        raise fail(unavailable, as_json) from None
+    show(report, as_json)
 
 
 @app.command("import")

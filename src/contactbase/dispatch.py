@@ -14,7 +14,7 @@ else (operations endpoints, /docs, /openapi.json, unknown paths) goes on to Fast
 
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar, overload
 
@@ -57,11 +57,17 @@ class Call(Generic[Query, Body]):
     # The request's hold on its Idempotency-Key, when it sent one (contactbase.idempotency).
     claim: Claim | None = None
 
-    async def keep(self, target: "Connection | AsyncSession", response: Response) -> None:
+    async def keep(
+        self,
+        target: "Connection | AsyncSession",
+        response: Response,
+        contact_ids: Sequence[int] = (),
+    ) -> None:
         """Store `response` as the answer to the request's Idempotency-Key, if it sent one and
-        the answer is one to store; in `target`'s transaction, that of the effect."""
+        the answer is one to store; in `target`'s transaction, that of the effect; with the
+        contacts it names."""
         if self.claim is not None and idempotency.worth_keeping(response):
-            await idempotency.keep(target, self.claim, response)
+            await idempotency.keep(target, self.claim, response, contact_ids)
 
     @property
     def caller(self) -> Caller:

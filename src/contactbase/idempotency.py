@@ -22,19 +22,21 @@ The protocol, for an operation declared `idempotent` (the dispatcher runs it):
 import asyncio
 import hashlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import bindparam, delete, null, select, update
+from sqlalchemy import String, bindparam, delete, null, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 
-from contactbase.contacts.models import IdempotentRequest
-from contactbase.db import Database, Lease, utcnow
+from contactbase.contacts.models import IdempotentContact, IdempotentRequest
+from contactbase.contacts.statements import bulk_insert
+from contactbase.db import Database, Id, Lease, utcnow
 from contactbase.errors import Conflict, IdempotencyInFlight, IdempotencyMismatch, invalid
 from contactbase.prepared import Connection, Prepared, no_rows
 
@@ -92,6 +94,11 @@ KEEP = Prepared(
 )
 RELEASE = Prepared(delete(ROW).where(*KEY, TOKEN, ROW.status.is_(None)), no_rows)
 SWEEP = delete(ROW).where(ROW.expires_at < bindparam("now"))
+NAMED = bulk_insert(
+    IdempotentContact,
+    {"space_id": bindparam("space", type_=Id), "key": bindparam("sent_key", type_=String())},
+    ["contact_id"],
+)
 
 
 @dataclass
@@ -174,8 +181,14 @@ def worth_keeping(response: Response) -> bool:
     return status < 400
 
 
-async def keep(target: "Connection | AsyncSession", held: Claim, response: Response) -> None:
-    """Store `response` as the key's answer, in the caller's transaction (that of the effect)."""
+async def keep(
+    target: "Connection | AsyncSession",
+    held: Claim,
+    response: Response,
+    contact_ids: Sequence[int] = (),
+) -> None:
+    """Store `response` as the key's answer, in the caller's transaction (that of the effect),
+    with the contacts it names (erasing one of them deletes the answer)."""
     params = held.params() | {
         "status": response.status_code,
         "body": bytes(response.body),
@@ -187,6 +200,10 @@ async def keep(target: "Connection | AsyncSession", held: Claim, response: Respo
         stored = bool(await KEEP.rows(target, params))
     if not stored:  # the marker lapsed and another request took the key over
         raise IdempotencyInFlight()
+    if contact_ids:
+        assert not isinstance(target, AsyncSession), "named contacts go with a contact's write"
+        fixed = {"space": held.space_id, "sent_key": held.key}
+        await NAMED.run(target, fixed, [(contact,) for contact in sorted(set(contact_ids))])
     held.kept = True
 
 

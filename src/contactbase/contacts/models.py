@@ -191,6 +191,35 @@ class IdempotentRequest(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime())
 
 
+class IdempotentContact(Base):
+    """A contact that a stored idempotent answer names (its id, or an id in a batch's results):
+    erasing the contact deletes the answer (SPEC 6.4), found here by contact."""
+
+    __tablename__ = "idempotency_contacts"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["space_id", "key"],
+            ["idempotency_keys.space_id", "idempotency_keys.key"],
+            ondelete="CASCADE",
+        ),
+        Index("ix_idempotency_contacts_space_id_contact_id", "space_id", "contact_id"),
+    )
+
+    space_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Id, primary_key=True)
+
+
+class Tombstone(Base):
+    """What is left of an erased contact (SPEC 6.4): its id, its Space, the time; no value."""
+
+    __tablename__ = "contact_tombstones"
+
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
+    contact_id: Mapped[int] = mapped_column(Id, primary_key=True)
+    erased_at: Mapped[datetime] = mapped_column(DateTime())
+
+
 class ImportProgress(Base):
     """How far `contactbase import` has committed a file into a Space: written with each
     batch, so that `--resume` continues after the last committed line."""

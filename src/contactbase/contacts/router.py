@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from contactbase.contacts import exports, reads, writes
+from contactbase.contacts import erasure, exports, reads, writes
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
@@ -135,7 +135,7 @@ async def create_contact(call: Call[CreateQuery, ContactCreate]) -> Response:
         else:
             assert outcome.contact is not None
             response = answer(outcome.contact, outcome.status)
-        await call.keep(connection, response)
+        await call.keep(connection, response, outcome.named())
         answered.append(response)
 
     item = writes.incoming(call.body)
@@ -171,7 +171,8 @@ async def upsert_contacts(call: Call[BatchQuery, list[ContactCreate | InvalidInp
 
     async def then(connection: Connection, outcomes: list[writes.Outcome]) -> None:
         response = _batch_answer(call, outcomes)
-        await call.keep(connection, response)
+        named = [contact for outcome in outcomes for contact in outcome.named()]
+        await call.keep(connection, response, named)
         answered.append(response)
 
     await writes.upsert_batch(
@@ -287,6 +288,30 @@ async def update_contact(call: Call[NoQuery, ContactUpdate]) -> Response:
     contact_id = parse_id(call.params["contact_id"])
     updated = await writes.update_contact(call.lease, call.caller.space_id, contact_id, call.body)
     return answer(updated)
+
+
+@api.operation(
+    "DELETE",
+    "/contacts/{contact_id}",
+    operation_id="eraseContact",
+    access=access.ERASE,
+    query=NoQuery,
+    status=204,
+    summary="Erase a contact and everything merged into it",
+    errors=(NotFound,),
+    parameters=CONTACT_ID,
+    answers={"204": {"description": "Erased: the contact and its aliases answer 404 from now"}},
+)
+async def erase_contact(call: Call[NoQuery, None]) -> Response:
+    """Erase the person the id names (an alias names the contact it was merged into): the
+    contact, every contact merged into it, all their values and custom fields, and the stored
+    Idempotency-Key answers that name any of them. Afterwards every one of those ids answers
+    404 and the emails are free: a later create makes a new contact with a new id. What is
+    kept is a tombstone per id (the id, the Space, the time), never a value. Needs the
+    `contacts:delete` permission, which no key has unless it was asked for."""
+    contact_id = parse_id(call.params["contact_id"])
+    await erasure.erase_contact(call.lease, call.caller.space_id, contact_id=contact_id)
+    return Response(status_code=204)
 
 
 @api.operation(

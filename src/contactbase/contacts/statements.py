@@ -51,7 +51,7 @@ IN_SPACE = bindparam("space", type_=BigInteger)
 IDS = ARRAY(BigInteger)
 
 
-def _of_ids(statement: Any, column: Any, row: Any = no_rows) -> Prepared[Any]:
+def of_ids(statement: Any, column: Any, row: Any = no_rows) -> Prepared[Any]:
     """`statement` for the rows whose `column` is among the list `ids`: PostgreSQL binds the
     list as an array (`= ANY`), SQLite reads it from JSON."""
     ids = column == func.any(bindparam("ids", type_=IDS))
@@ -202,7 +202,7 @@ LAST_ID = Prepared(
 )
 
 # The contacts `ids`, locked until the transaction ends, oldest first.
-LOCK_CONTACTS = _of_ids(
+LOCK_CONTACTS = of_ids(
     select(*CONTACT_COLUMNS)
     .where(Contact.space_id == SPACE)
     .order_by(Contact.id)
@@ -218,7 +218,7 @@ NOW = bindparam("now", type_=DateTime())
 def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bulk:
     """The Bulk statement `write(r)`, `r` being a row's columns by name (`columns`: name ->
     type; their parameters are named `r_<name>`): on PostgreSQL the columns of `unnest` over
-    one array per column, on SQLite one scalar parameter each. An insert is `_bulk_insert`."""
+    one array per column, on SQLite one scalar parameter each. An insert is `bulk_insert`."""
     names = {f"r_{name}": kind for name, kind in columns.items()}
     unnested = (
         func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in names.items()))
@@ -230,7 +230,7 @@ def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bu
     return Bulk(write(pg), write(sqlite), list(names))
 
 
-def _bulk_insert(model: Any, fixed: dict[str, Any], columns: Sequence[str]) -> Bulk:
+def bulk_insert(model: Any, fixed: dict[str, Any], columns: Sequence[str]) -> Bulk:
     """Rows into `model`'s table: the `fixed` values (column -> parameter) and these columns
     of each row. On PostgreSQL INSERT ... SELECT from `unnest`, or COPY for many rows; on
     SQLite INSERT ... VALUES (stepped per row, a third cheaper than INSERT ... SELECT of the
@@ -265,7 +265,7 @@ def insert_contacts(slots: tuple[str, ...]) -> Bulk:
     """New contacts, with their primaries and these slots (the others stay NULL: binding
     thirty NULLs a row was a third of SQLite's cost of the insert)."""
     fixed = {"space_id": IN_SPACE, "created_at": NOW, "updated_at": NOW}
-    return _bulk_insert(Contact, fixed, ["id", "merged_into_id", *PRIMARIES, *slots])
+    return bulk_insert(Contact, fixed, ["id", "merged_into_id", *PRIMARIES, *slots])
 
 
 @lru_cache(maxsize=64)
@@ -307,7 +307,7 @@ VALUE_COLUMNS = ["contact_id", "position", "value", "normalised"]
 
 # Value rows of any number of contacts into one collection's table.
 INSERT_VALUES = {
-    kind: _bulk_insert(model, {"space_id": IN_SPACE}, VALUE_COLUMNS)
+    kind: bulk_insert(model, {"space_id": IN_SPACE}, VALUE_COLUMNS)
     for kind, model in VALUE_TABLES.items()
 }
 
@@ -319,6 +319,6 @@ DELETE_VALUES = {
     for kind, table in VALUE_TABLES.items()
 }
 DELETE_VALUES_OF = {
-    kind: _of_ids(delete(table).where(table.space_id == SPACE), table.contact_id)
+    kind: of_ids(delete(table).where(table.space_id == SPACE), table.contact_id)
     for kind, table in VALUE_TABLES.items()
 }

@@ -92,7 +92,7 @@ MAX_ATTEMPTS = 10
 Then = Callable[[Connection, list["Outcome"]], Awaitable[None]]
 
 
-class _Raced(Exception):
+class Raced(Exception):
     """A concurrent transaction changed the contacts being written; start the attempt again."""
 
 
@@ -133,6 +133,12 @@ class Outcome:
     def contact(self) -> ContactDetail | None:
         return None if self.snapshot is None else self.snapshot.detail()
 
+    def named(self) -> list[int]:
+        """The contact the answer names: the one written, or the one that refused it."""
+        if self.refusal is not None:
+            return [self.refusal.existing_contact_id]
+        return [] if self.snapshot is None else [self.snapshot.person.id]
+
     def wire(self) -> dict[str, Any] | None:
         """The contact as the API shows it, built without a model (a batch has a thousand)."""
         return None if self.snapshot is None else self.snapshot.wire()
@@ -158,7 +164,7 @@ async def upsert_batch(
             connection, space_id, items, merge=merge, write=write, atomic=atomic, then=then
         )
 
-    return await _attempts(lease, work)
+    return await attempts(lease, work)
 
 
 async def create_contact(
@@ -174,7 +180,7 @@ async def create_contact(
     item = incoming(payload)
     found: WholeRow | None = None
     if lease.db.is_sqlite:
-        owners = await _owner_ids(await lease.connect(), space_id, item.emails())
+        owners = await owner_ids(await lease.connect(), space_id, item.emails())
     else:
         created, owners, found = await _insert_if_new(lease, space_id, item)
         if created is not None:
@@ -195,7 +201,7 @@ async def create_contact(
         hint, known = known, None  # a lost race looks the owners up afresh
         return await _store(connection, space_id, [item], merge=merge, known=hint)
 
-    return _single((await _attempts(lease, work))[0])
+    return _single((await attempts(lease, work))[0])
 
 
 async def resolve_on_writer(
@@ -236,12 +242,12 @@ async def _store(
     meanwhile, the unique index refuses the insert and the attempt starts again."""
     if known is None:
         emails = sorted({email for item in items for email in item.emails()})
-        known = await _owner_ids(connection, space_id, emails)
+        known = await owner_ids(connection, space_id, emails)
     stored = []
     if known:
         rows = await LOCK_CONTACTS.rows(connection, {"space_id": space_id, "ids": known})
         if len(rows) != len(known) or any(row.merged_into_id is not None for row in rows):
-            raise _Raced()  # merged since the look-up
+            raise Raced()  # merged since the look-up
         values = await stored_values(connection, space_id, known)
         by_contact: dict[int, list[Any]] = {row.id: [] for row in rows}
         for kind in KINDS:
@@ -386,7 +392,7 @@ async def update_contact(
         target = (await resolve(connection, space_id, contact_id)).id
         row = await contact_row(connection, space_id, target, lock=True)
         if row is None or row.merged_into_id is not None:
-            raise _Raced()  # merged into another contact since: update that one
+            raise Raced()  # merged into another contact since: update that one
         if "emails" in replaced:
             await _refuse_emails_of_others(connection, space_id, target, payload.emails)
         fixed = {"space": space_id, "now": utcnow()}
@@ -408,16 +414,16 @@ async def update_contact(
             answer["custom_fields"] = to_wire(slots)
         return ContactUpdated(id=target, **answer)
 
-    return await _attempts(lease, write)
+    return await attempts(lease, write)
 
 
-async def _attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -> T:
+async def attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -> T:
     """Run `write` in a write transaction, in a new one whenever it loses a race (a unique
     index taken first, a deadlock, contacts changed between their look-up and their lock)."""
     for _attempt_number in range(MAX_ATTEMPTS):
         try:
             return await lease.write(write)
-        except _Raced:
+        except Raced:
             continue
         except DRIVER_ERRORS as exc:
             if is_unique_violation(exc) or is_retryable(exc):
@@ -460,7 +466,7 @@ async def _email_owners(connection: Connection, space_id: int, emails: list[str]
     return {row.normalised: row.contact_id for row in rows if row.contact_id is not None}
 
 
-async def _owner_ids(connection: Connection, space_id: int, emails: list[str]) -> list[int]:
+async def owner_ids(connection: Connection, space_id: int, emails: list[str]) -> list[int]:
     """The contacts that own any of these emails, by id."""
     return sorted(set((await _email_owners(connection, space_id, emails)).values()))
 

@@ -30,6 +30,7 @@ LIST = Access("contacts:read", "list")
 UPDATE = Access("contacts:write", "update")
 EXPORT = Access("contacts:read", "export")
 BATCH = Access("contacts:write", "batch")
+ERASE = Access("contacts:delete", "delete")
 # Polling an export counts against the get limit, as Cometly counts it.
 POLL_EXPORT = Access("contacts:read", "get")
 

@@ -17,7 +17,9 @@ from contactbase.prepared import Connection, Prepared
 from contactbase.ratelimit import DEFAULT_LIMITS, ENDPOINTS
 from contactbase.spaces.models import ApiKey, ServiceSecret, Space
 
-PERMISSIONS = ("contacts:read", "contacts:write")
+PERMISSIONS = ("contacts:read", "contacts:write", "contacts:delete")
+# A key gets these unless others are asked for; erasing (contacts:delete) is never a default.
+DEFAULT_PERMISSIONS = ("contacts:read", "contacts:write")
 KEY_PREFIX = "cb_"
 KEY_RANDOM_BYTES = 32
 # "cb_" + 43 characters of URL-safe base64; anything far from that shape is refused unread.
@@ -106,7 +108,7 @@ async def create_key(
     session: AsyncSession,
     space_id: int,
     name: str | None = None,
-    permissions: Sequence[str] = PERMISSIONS,
+    permissions: Sequence[str] = DEFAULT_PERMISSIONS,
 ) -> tuple[ApiKey, str]:
     """Create a key; the full key is returned here and never again."""
     await get_space(session, space_id)
