@@ -31,6 +31,8 @@ TENANT_TABLES = (
     "import_progress",
     "idempotency_contacts",
     "contact_tombstones",
+    "contact_changes",
+    "change_counters",
     "contacts",
     "api_keys",
     "spaces",

@@ -79,6 +79,7 @@ ERROR_CODES = {
     404: {"not_found"},
     405: {"method_not_allowed"},
     409: {"conflict", "idempotency_in_flight"},
+    410: {"changes_expired"},
     413: {"payload_too_large"},
     422: {"validation_failed", "idempotency_mismatch"},
     429: {"rate_limited"},

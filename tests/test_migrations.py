@@ -28,6 +28,8 @@ TABLES = {
     "import_progress",
     "idempotency_contacts",
     "contact_tombstones",
+    "contact_changes",
+    "change_counters",
     "contact_phones",
     "contact_names",
     "contact_locations",

@@ -4,6 +4,7 @@ routes, middleware and the error handler."""
 import asyncio
 import contextlib
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
 from contactbase import __version__, idempotency
+from contactbase.contacts import changes
 from contactbase.contacts.exports import ExportWorker
 from contactbase.contacts.router import API_BASE, api
 from contactbase.db import Database
@@ -30,6 +32,8 @@ from contactbase.settings import Settings
 from contactbase.spaces.keycache import KeyCache
 from contactbase.state import AppState, state_of
 from contactbase.validation import invalid_input
+
+log = logging.getLogger("contactbase")
 
 DESCRIPTION = """
 A self-hostable contacts API that speaks the wire format of Cometly's public contacts API.
@@ -81,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(state.exports.run_forever(), name="export worker"),
-            asyncio.create_task(idempotency.sweep_forever(db), name="idempotency sweep"),
+            asyncio.create_task(housekeeping(db, settings), name="housekeeping"),
         ]
         # What exists once the app is up (modules, models, compiled statements) lives as long
         # as the process: out of the garbage collector's sight, whose full collections no longer
@@ -122,6 +126,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for error in (ApiError, RequestValidationError, HTTPException):
         app.add_exception_handler(error, answer_error)
     return app
+
+
+async def housekeeping(db: Database, settings: Settings) -> None:
+    """Every few minutes: delete the expired Idempotency-Key answers and the change feed's
+    events past their retention. A round that fails (the database away) is tried again."""
+    while True:
+        try:
+            await idempotency.sweep(db)
+            await changes.sweep(db, settings.changes_retention_seconds)
+        except Exception as exc:
+            log.warning("housekeeping failed: %r", exc)
+        await asyncio.sleep(idempotency.SWEEP_SECONDS)
 
 
 class App(FastAPI):

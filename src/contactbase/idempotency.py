@@ -19,7 +19,6 @@ The protocol, for an operation declared `idempotent` (the dispatcher runs it):
 - `sweep` deletes what has expired; the app runs it every SWEEP_SECONDS.
 """
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Sequence
@@ -224,12 +223,3 @@ async def sweep(db: Database) -> None:
     """Delete the keys whose answers (or markers) have expired."""
     async with db.writer() as session, session.begin():
         await session.execute(SWEEP, {"now": utcnow()})
-
-
-async def sweep_forever(db: Database, every: float = SWEEP_SECONDS) -> None:
-    while True:
-        try:
-            await sweep(db)
-        except Exception as exc:  # the database away: the next round tries again
-            log.warning("idempotency sweep failed: %r", exc)
-        await asyncio.sleep(every)

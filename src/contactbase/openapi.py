@@ -42,9 +42,19 @@ class BatchRefusedBody(ValidationErrorBody, BatchResult):
     result; `errors` holds the failed items' reasons under `contacts.N.`."""
 
 
+class ChangesExpiredBody(ErrorBody):
+    oldest_after: int = Field(description="The smallest `after` still served.")
+
+
 ERROR_BODIES: dict[str, type[BaseModel]] = {
     model.__name__: model
-    for model in (ErrorBody, ValidationErrorBody, ConflictBody, BatchRefusedBody)
+    for model in (
+        ErrorBody,
+        ValidationErrorBody,
+        ConflictBody,
+        BatchRefusedBody,
+        ChangesExpiredBody,
+    )
 }
 # Every operation may answer these; a secured one these too; one that reads a body these.
 EVERY = (errors.InvalidInput, errors.InternalError, errors.ServiceUnavailable)

@@ -13,11 +13,11 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import RedisError, ResponseError
 
-ENDPOINTS = ("create", "get", "list", "update", "export", "batch", "delete")
+ENDPOINTS = ("create", "get", "list", "update", "export", "batch", "delete", "changes")
 # Requests per minute, per Space, unless the Space overrides them (`contactbase space set-limit`).
 DEFAULT_LIMITS = {
     **{"create": 60, "get": 30, "list": 15, "update": 60, "export": 5},
-    **{"batch": 10, "delete": 60},
+    **{"batch": 10, "delete": 60, "changes": 60},
 }
 # After Redis fails, requests go unlimited without trying it again for this long.
 REDIS_RETRY_SECONDS = 1.0

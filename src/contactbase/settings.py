@@ -20,6 +20,9 @@ class Settings(BaseSettings):
     idempotency_ttl_seconds: int = Field(
         default=24 * 3600, ge=1, description="How long an Idempotency-Key's answer is kept."
     )
+    changes_retention_seconds: int = Field(
+        default=30 * 24 * 3600, ge=1, description="How long the change feed keeps its events."
+    )
     max_batch_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1, description="The body limit of POST /contacts/batch."
     )

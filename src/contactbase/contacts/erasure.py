@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import bindparam, delete, func, select
 
+from contactbase.contacts import changes
 from contactbase.contacts.merging import KINDS
 from contactbase.contacts.models import Contact, IdempotentContact, IdempotentRequest, Tombstone
 from contactbase.contacts.reads import contact_row, resolve, stored_values
@@ -113,8 +114,10 @@ async def erase_contact(
         # The aliases first: they point at the contact.
         await DELETE_CONTACTS.run(connection, {"space_id": space_id, "ids": aliases})
         await DELETE_CONTACTS.run(connection, {"space_id": space_id, "ids": [target]})
-        fixed = {"space": space_id, "now": utcnow()}
+        now = utcnow()
+        fixed = {"space": space_id, "now": now}
         await INSERT_TOMBSTONES.run(connection, fixed, [(erased,) for erased in ids])
+        await changes.record(connection, space_id, now, [(changes.ERASED, target, None)])
         counts = {kind: len(stored[kind]) for kind in KINDS}
         return Erased(target, len(aliases), counts, len(forgotten))
 

@@ -146,6 +146,19 @@ class Plan:
     def changed_survivors(self) -> Iterator[Person]:
         return (p for p in self.stored if p.merged_into is None and p.changed)
 
+    def events(self) -> list[tuple[str, int, int | None]]:
+        """The change feed's events of the plan, once the created contacts have their ids:
+        each contact created, each merged into another (with the one it ends in), each stored
+        contact that survived and changed. A merge that changes nothing has none."""
+        created = [("contact.created", person.id, None) for person in self.created]
+        merged = [
+            ("contact.merged", person.id, person.live().id)
+            for person in (*self.created, *self.stored)
+            if person.merged_into is not None
+        ]
+        updated = [("contact.updated", person.id, None) for person in self.changed_survivors()]
+        return [*created, *merged, *updated]
+
 
 def stored_person(row: ContactRow, values: list[ValueRow]) -> Person:
     """A stored contact, from its locked row and its value rows (in position order)."""

@@ -220,6 +220,41 @@ class Tombstone(Base):
     erased_at: Mapped[datetime] = mapped_column(DateTime())
 
 
+class ContactChange(Base):
+    """An event of the change feed (SPEC 6.5), written in the transaction of the change: ids
+    and a time, never a value."""
+
+    __tablename__ = "contact_changes"
+    __table_args__ = (
+        CheckConstraint(
+            "type IN ('contact.created', 'contact.updated', 'contact.merged', 'contact.erased')",
+            name="type",
+        ),
+        # The retention sweep's query: what is old.
+        Index("ix_contact_changes_occurred_at", "occurred_at"),
+    )
+
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    contact_id: Mapped[int] = mapped_column(Id)  # no foreign key: an erased contact is gone
+    merged_into: Mapped[int | None] = mapped_column(Id)
+    occurred_at: Mapped[datetime] = mapped_column(DateTime())
+
+
+class ChangeCounter(Base):
+    """A Space's last change number. Each writing transaction takes its numbers from this row
+    last, and holds the row until it commits: so the changes of a Space commit, and become
+    visible, in the order of their numbers (contacts/changes.py)."""
+
+    __tablename__ = "change_counters"
+
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
+    last_seq: Mapped[int] = mapped_column(BigInteger)
+    # The events up to this number have been deleted (retention): `after` below it is a 410.
+    purged_through: Mapped[int] = mapped_column(BigInteger)
+
+
 class ImportProgress(Base):
     """How far `contactbase import` has committed a file into a Space: written with each
     batch, so that `--resume` continues after the last committed line."""

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from contactbase.contacts import erasure, exports, reads, writes
+from contactbase.contacts import changes, erasure, exports, reads, writes
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
@@ -24,6 +24,8 @@ from contactbase.contacts.schemas import (
     BatchQuery,
     BatchRequest,
     BatchResult,
+    ChangePage,
+    ChangesQuery,
     ContactCreate,
     ContactDetail,
     ContactPage,
@@ -38,6 +40,7 @@ from contactbase.contacts.schemas import (
     ListQuery,
     NoQuery,
     read_batch,
+    wire_time,
 )
 from contactbase.dispatch import Api, Call, error_response
 from contactbase.errors import (
@@ -288,6 +291,43 @@ async def update_contact(call: Call[NoQuery, ContactUpdate]) -> Response:
     contact_id = parse_id(call.params["contact_id"])
     updated = await writes.update_contact(call.lease, call.caller.space_id, contact_id, call.body)
     return answer(updated)
+
+
+@api.operation(
+    "GET",
+    "/contacts/changes",
+    operation_id="listContactChanges",
+    access=access.CHANGES,
+    query=ChangesQuery,
+    response=ChangePage,
+    summary="Follow every change of the Space's contacts",
+    errors=(changes.ChangesExpired,),
+)
+async def list_changes(call: Call[ChangesQuery, None]) -> Response:
+    """The events after `after` (a `seq`, or the last `next_after`), in `seq` order: every
+    create, update, merge and erasure, appended in the transaction of the change, carrying ids
+    and never a value. Poll with the `next_after` of each answer: no event is missed or seen
+    twice, however many writers commit at once. Events are kept 30 days; an `after` older than
+    that is a 410 that names the oldest `after` still served (re-read the list, then follow
+    from there)."""
+    query = call.query
+    connection = await call.lease.connect()
+    rows = await changes.page(connection, call.caller.space_id, query.after, query.limit)
+    await call.lease.release()
+    data = [
+        {
+            "seq": row.seq,
+            "type": row.type,
+            "contact_id": row.contact_id,
+            "merged_into": row.merged_into,
+            "occurred_at": wire_time(row.occurred_at),
+        }
+        for row in rows
+    ]
+    next_after = rows[-1].seq if rows else query.after
+    return Response(
+        orjson.dumps({"data": data, "next_after": next_after}), media_type="application/json"
+    )
 
 
 @api.operation(

@@ -425,3 +425,36 @@ class BatchResult(BaseModel):
     merged: int = Field(description="Items answered 200.")
     failed: int = Field(description="Items answered 409 or 422.")
     results: list[BatchItemDone | BatchItemFailed]
+
+
+class ChangesQuery(BaseModel):
+    """Where to read the change feed from."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: int = Field(
+        default=0,
+        ge=0,
+        le=2**63 - 1,
+        description="The `seq` (or `next_after`) read last; 0 (default) from the start.",
+    )
+    limit: int = Field(default=100, ge=1, le=1000, description="Events at most, 1 to 1,000.")
+
+
+class Change(BaseModel):
+    """One committed change of a contact: ids and a time, never a value."""
+
+    seq: int = Field(description="Increases within the Space, in the order the changes committed.")
+    type: Literal["contact.created", "contact.updated", "contact.merged", "contact.erased"]
+    contact_id: int
+    merged_into: int | None = Field(
+        description="For contact.merged: the contact it is now part of."
+    )
+    occurred_at: Timestamp
+
+
+class ChangePage(BaseModel):
+    """Events after `after`, in `seq` order."""
+
+    data: list[Change]
+    next_after: int = Field(description="The `after` of the next read (equals `after` when empty).")

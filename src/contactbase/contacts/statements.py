@@ -22,17 +22,21 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
+    null,
     select,
     true,
     update,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import (
     PRIMARY_COLUMN,
     VALUE_TABLES,
+    ChangeCounter,
     Contact,
+    ContactChange,
     ContactEmail,
 )
 from contactbase.contacts.reads import (
@@ -146,6 +150,41 @@ def _new_contact() -> Any:
             )
             .cte(kind)
         )
+    # The change feed's event of the new contact, its number taken from the Space's counter
+    # (contacts/changes.py: held to the statement's commit).
+    counters: Any = ChangeCounter.__table__
+    taken = (
+        postgresql.insert(counters)
+        .from_select(
+            ["space_id", "last_seq", "purged_through"],
+            select(SPACE, literal_column("1"), literal_column("0")).select_from(new_contact),
+        )
+        .on_conflict_do_update(
+            index_elements=[counters.c.space_id],
+            set_={"last_seq": counters.c.last_seq + literal_column("1")},
+        )
+        .returning(counters.c.last_seq)
+        .cte("taken")
+    )
+    event_columns = ["space_id", "seq", "type", "contact_id", "merged_into", "occurred_at"]
+    event = (
+        insert(ContactChange)
+        .from_select(
+            event_columns,
+            select(
+                SPACE,
+                taken.c.last_seq,
+                literal_column("'contact.created'"),
+                new_contact.c.id,
+                null(),
+                now,
+            )
+            .select_from(new_contact)
+            .join(taken, true()),
+        )
+        .cte("created_event")
+    )
+    value_inserts.append(event)
     # The one owner, whole, in the statement's snapshot: a request that brings it nothing new
     # is answered from this read, without a second round trip (writes._unchanged).
     only_owner = (

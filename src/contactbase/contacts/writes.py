@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from contactbase.contacts import changes
 from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
 from contactbase.contacts.merging import (
     KINDS,
@@ -262,6 +263,8 @@ async def _store(
     outcomes = [_outcome(one, written=write) for one in result.outcomes]
     if then is not None:
         await then(connection, outcomes)
+    if write:  # the feed's numbers last: held from here to the commit (contacts/changes.py)
+        await changes.record(connection, space_id, result.now, result.events())
     return outcomes
 
 
@@ -395,7 +398,8 @@ async def update_contact(
             raise Raced()  # merged into another contact since: update that one
         if "emails" in replaced:
             await _refuse_emails_of_others(connection, space_id, target, payload.emails)
-        fixed = {"space": space_id, "now": utcnow()}
+        now = utcnow()
+        fixed = {"space": space_id, "now": now}
         for kind, rows in replaced.items():
             params = {"space_id": space_id, "contact_id": target}
             await DELETE_VALUES[kind].run(connection, params)
@@ -412,6 +416,7 @@ async def update_contact(
         answer: dict[str, Any] = dict(values)
         if slots is not None:
             answer["custom_fields"] = to_wire(slots)
+        await changes.record(connection, space_id, now, [(changes.UPDATED, target, None)])
         return ContactUpdated(id=target, **answer)
 
     return await attempts(lease, write)

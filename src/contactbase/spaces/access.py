@@ -31,6 +31,7 @@ UPDATE = Access("contacts:write", "update")
 EXPORT = Access("contacts:read", "export")
 BATCH = Access("contacts:write", "batch")
 ERASE = Access("contacts:delete", "delete")
+CHANGES = Access("contacts:read", "changes")
 # Polling an export counts against the get limit, as Cometly counts it.
 POLL_EXPORT = Access("contacts:read", "get")
 
