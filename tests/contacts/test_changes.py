@@ -94,6 +94,7 @@ async def test_events_past_their_retention_answer_410(
     auth = await make_tenant(db)
     for n in range(4):
         await client.post(CONTACTS, json={"emails": [f"p{n}@example.com"]}, headers=auth)
+    assert len(await feed(client, auth)) == 4  # read: numbered
     async with db.writer() as session, session.begin():
         old = utcnow() - timedelta(days=31)
         await session.execute(
@@ -104,48 +105,59 @@ async def test_events_past_their_retention_answer_410(
     assert expired.status_code == 410
     assert answered(expired)["oldest_after"] == 2
     assert [seq for seq, *_ in await feed(client, auth, after=2)] == [3, 4]
+    await client.post(CONTACTS, json={"emails": ["later@example.com"]}, headers=auth)
+    assert [seq for seq, *_ in await feed(client, auth, after=2)] == [3, 4, 5]
 
 
-async def test_a_poller_misses_nothing_and_sees_nothing_twice_while_writers_commit(
+async def test_pollers_miss_nothing_and_see_nothing_twice_while_writers_commit(
     client: httpx.AsyncClient, db: Database, is_postgres: bool
 ) -> None:
-    """16 writers create contacts at once (each a transaction of its own, committing in any
-    order), while a poller follows the feed with `after`; then the poller reads to the end.
-    The created ids it saw are exactly the 201 answers, once each, in increasing seq."""
+    """16 writers create contacts at once (12 single creates each, a transaction of one
+    statement, or 3 batches of 4 in a transaction each: commits of every length, in any order),
+    while two pollers follow the feed with `after`, each numbering what it finds; then each
+    reads to the end. Each saw the created ids exactly once, in increasing seq."""
     if not is_postgres:
         pytest.skip("concurrent commits: PostgreSQL (SQLite's one writer commits in turn)")
     auth = await make_tenant(db)
     created: list[int] = []
-    seen: list[tuple[int, int]] = []
     writing = True
 
     async def writer(n: int) -> None:
-        for m in range(12):
-            body = {"emails": [f"w{n}-{m}@example.com"]}
-            response = await client.post(CONTACTS, json=body, headers=auth)
-            assert response.status_code == 201
-            created.append(response.json()["id"])
+        if n % 4:
+            for m in range(12):
+                body = {"emails": [f"w{n}-{m}@example.com"]}
+                response = await client.post(CONTACTS, json=body, headers=auth)
+                assert response.status_code == 201
+                created.append(response.json()["id"])
+            return
+        for m in range(3):
+            items = [{"emails": [f"b{n}-{m}-{k}@example.com"]} for k in range(4)]
+            response = await client.post(
+                f"{CONTACTS}/batch", json={"contacts": items}, headers=auth
+            )
+            assert response.status_code == 200
+            created.extend(result["contact"]["id"] for result in response.json()["results"])
 
-    async def poll(after: int) -> int:
-        response = await client.get(CHANGES, params={"after": after, "limit": 7}, headers=auth)
-        page = response.json()
-        seen.extend(
-            (e["seq"], e["contact_id"]) for e in page["data"] if e["type"] == "contact.created"
-        )
-        return int(page["next_after"])
+    async def poller(seen: list[tuple[int, int]]) -> None:
+        async def poll(after: int) -> int:
+            params = {"after": after, "limit": 7}
+            page = (await client.get(CHANGES, params=params, headers=auth)).json()
+            seen.extend((e["seq"], e["contact_id"]) for e in page["data"])
+            return int(page["next_after"])
 
-    async def poller() -> None:
         after = 0
         while writing:
             after = await poll(after)
         while (following := await poll(after)) != after:
             after = following
 
-    polling = asyncio.ensure_future(poller())
+    seen: list[list[tuple[int, int]]] = [[], []]
+    polling = [asyncio.ensure_future(poller(one)) for one in seen]
     await asyncio.gather(*(writer(n) for n in range(16)))
     writing = False
-    await polling
-    seqs = [seq for seq, _ in seen]
-    assert seqs == sorted(set(seqs))
-    assert sorted(contact for _, contact in seen) == sorted(created)
+    await asyncio.gather(*polling)
     assert len(created) == 16 * 12
+    for one in seen:
+        seqs = [seq for seq, _ in one]
+        assert seqs == list(range(1, len(created) + 1))
+        assert sorted(contact for _, contact in one) == sorted(created)

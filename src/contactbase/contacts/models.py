@@ -221,21 +221,33 @@ class Tombstone(Base):
 
 
 class ContactChange(Base):
-    """An event of the change feed (SPEC 6.5), written in the transaction of the change: ids
-    and a time, never a value."""
+    """An event of the change feed (SPEC 6.5), written in the transaction of the change, ids
+    and a time, never a value. Its `seq` is given later, by the first reader after its commit
+    (contacts/changes.py)."""
 
     __tablename__ = "contact_changes"
     __table_args__ = (
+        UniqueConstraint("space_id", "seq"),
         CheckConstraint(
             "type IN ('contact.created', 'contact.updated', 'contact.merged', 'contact.erased')",
             name="type",
         ),
+        # The events still to number, in the order they were written.
+        Index(
+            "ix_contact_changes_pending",
+            "space_id",
+            "id",
+            postgresql_where=text("seq IS NULL"),
+            sqlite_where=text("seq IS NULL"),
+        ),
         # The retention sweep's query: what is old.
         Index("ix_contact_changes_occurred_at", "occurred_at"),
+        {"sqlite_autoincrement": True},
     )
 
-    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"), primary_key=True)
-    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    space_id: Mapped[int] = mapped_column(Id, ForeignKey("spaces.id"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     type: Mapped[str] = mapped_column(String(16))
     contact_id: Mapped[int] = mapped_column(Id)  # no foreign key: an erased contact is gone
     merged_into: Mapped[int | None] = mapped_column(Id)
@@ -243,9 +255,8 @@ class ContactChange(Base):
 
 
 class ChangeCounter(Base):
-    """A Space's last change number. Each writing transaction takes its numbers from this row
-    last, and holds the row until it commits: so the changes of a Space commit, and become
-    visible, in the order of their numbers (contacts/changes.py)."""
+    """A Space's last change number, and how far the retention has deleted. Its row is locked
+    by whoever numbers the Space's events, one at a time (contacts/changes.py)."""
 
     __tablename__ = "change_counters"
 

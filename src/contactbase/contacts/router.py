@@ -311,9 +311,7 @@ async def list_changes(call: Call[ChangesQuery, None]) -> Response:
     that is a 410 that names the oldest `after` still served (re-read the list, then follow
     from there)."""
     query = call.query
-    connection = await call.lease.connect()
-    rows = await changes.page(connection, call.caller.space_id, query.after, query.limit)
-    await call.lease.release()
+    rows = await changes.page(call.lease, call.caller.space_id, query.after, query.limit)
     data = [
         {
             "seq": row.seq,

@@ -22,19 +22,16 @@ from sqlalchemy import (
     func,
     insert,
     literal_column,
-    null,
     select,
     true,
     update,
 )
-from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from contactbase.contacts.custom_fields import SLOTS
 from contactbase.contacts.models import (
     PRIMARY_COLUMN,
     VALUE_TABLES,
-    ChangeCounter,
     Contact,
     ContactChange,
     ContactEmail,
@@ -150,37 +147,14 @@ def _new_contact() -> Any:
             )
             .cte(kind)
         )
-    # The change feed's event of the new contact, its number taken from the Space's counter
-    # (contacts/changes.py: held to the statement's commit).
-    counters: Any = ChangeCounter.__table__
-    taken = (
-        postgresql.insert(counters)
-        .from_select(
-            ["space_id", "last_seq", "purged_through"],
-            select(SPACE, literal_column("1"), literal_column("0")).select_from(new_contact),
-        )
-        .on_conflict_do_update(
-            index_elements=[counters.c.space_id],
-            set_={"last_seq": counters.c.last_seq + literal_column("1")},
-        )
-        .returning(counters.c.last_seq)
-        .cte("taken")
-    )
-    event_columns = ["space_id", "seq", "type", "contact_id", "merged_into", "occurred_at"]
+    # The change feed's event of the new contact (numbered once committed: contacts/changes.py).
     event = (
         insert(ContactChange)
         .from_select(
-            event_columns,
-            select(
-                SPACE,
-                taken.c.last_seq,
-                literal_column("'contact.created'"),
-                new_contact.c.id,
-                null(),
-                now,
-            )
-            .select_from(new_contact)
-            .join(taken, true()),
+            ["space_id", "type", "contact_id", "occurred_at"],
+            select(SPACE, literal_column("'contact.created'"), new_contact.c.id, now).select_from(
+                new_contact
+            ),
         )
         .cte("created_event")
     )
