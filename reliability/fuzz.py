@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from database import fresh_database  # noqa: E402  (the benchmarks' fresh database)
 
 from contactbase.ratelimit import ENDPOINTS  # noqa: E402  (every limit, raised out of the way)
+from contactbase.spaces.service import PERMISSIONS  # noqa: E402
 
 # The goal's checks: no 5xx, and every status code, content type and body as documented.
 CHECKS = ",".join(
@@ -49,7 +50,9 @@ def make_space(env: dict[str, str], name: str) -> str:
     space_id = str(contactbase(env, "space", "create", name)["id"])
     for endpoint in ENDPOINTS:
         contactbase(env, "space", "set-limit", space_id, endpoint, UNLIMITED)
-    return str(contactbase(env, "key", "create", space_id, "--name", "fuzz")["key"])
+    # Every permission, erasing too, so that every operation is fuzzed past its key check.
+    granted = [arg for permission in PERMISSIONS for arg in ("--permission", permission)]
+    return str(contactbase(env, "key", "create", space_id, "--name", "fuzz", *granted)["key"])
 
 
 def free_port() -> int:
