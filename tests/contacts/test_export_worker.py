@@ -33,7 +33,15 @@ from tests.contacts.test_exports import (
     queue,
     the_signing_key,
 )
-from tests.factories import add_contact, answered, bearer, make_key, make_space, make_tenant
+from tests.factories import (
+    CONTACTS,
+    add_contact,
+    answered,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+)
 
 Auth = dict[str, str]
 
@@ -363,3 +371,36 @@ async def test_a_large_export_has_every_contact_once_in_id_order(
     assert exported == ids
     assert lines[0]["email"] == "bulk0@example.com"
     assert lines[-1]["email"] == "bulk4999@example.com"
+
+
+async def test_a_person_erased_while_the_export_runs_is_not_in_its_file(
+    app: FastAPI, client: httpx.AsyncClient, db: Database
+) -> None:
+    """The erasure commits after the export has read the person (the test erases them as the
+    worker's first read returns): the worker writes the file again, without them (SPEC 6.4)."""
+    auth = await make_tenant(db)
+    people = [await add_contact(client, auth, {"emails": [f"p{n}@example.com"]}) for n in range(5)]
+    export_id = await queue(client, auth)
+    worker = state_of(app).exports
+    read = worker._batch
+    reads = 0
+
+    async def read_then_erase(claim: Any, after: int) -> list[Any]:
+        nonlocal reads
+        rows = await read(claim, after)
+        reads += 1
+        if reads == 1:
+            assert people[2]["id"] in [row.id for row in rows]
+            erased = await client.delete(f"{CONTACTS}/{people[2]['id']}", headers=auth)
+            assert erased.status_code == 204
+        return rows
+
+    worker._batch = read_then_erase  # type: ignore[method-assign]
+    assert await worker.run_once() is True
+    status = await poll(client, auth, export_id)
+    assert status["status"] == "completed", status
+    lines = await download(client, status["download_url"])
+    assert sorted(row["id"] for row in lines) == sorted(
+        person["id"] for n, person in enumerate(people) if n != 2
+    )
+    assert reads == 4  # a pass (a batch, then the end), and the pass again

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.contacts.models import Contact, Export
+from contactbase.contacts.models import Contact, Export, Tombstone
 from contactbase.db import Database, is_unavailable, utcnow
 from contactbase.errors import NotFound
 from contactbase.validation import show
@@ -33,6 +33,8 @@ log = logging.getLogger("contactbase.exports")
 LINK_LIFETIME = timedelta(minutes=15)
 LEASE = timedelta(seconds=60)
 BATCH_SIZE = 2000
+# Passes of an export that each met an erasure before it gives up (see ExportWorker._write).
+ERASURE_PASSES = 3
 MAX_ATTEMPTS = 3
 
 
@@ -202,6 +204,25 @@ class ExportWorker:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def _write(self, claim: Claim) -> int:
+        """Write the export's file; again when a contact of the Space was erased while it was
+        written (SPEC 6.4: an erasure that commits before an export completes is not in its
+        file). Each pass reads in batches, each its own snapshot: a contact erased before the
+        pass reaches it is not read, one erased after may be; the Space's count of erasures,
+        the same at both ends of a pass, says none was. After ERASURE_PASSES passes that each
+        met an erasure, the export fails (ask again)."""
+        for _pass in range(ERASURE_PASSES):
+            erased = await self._erasures(claim.space_id)
+            count = await self._write_pass(claim)
+            if await self._erasures(claim.space_id) == erased:
+                return count
+        raise RuntimeError("contacts of the Space kept being erased while the export was written")
+
+    async def _erasures(self, space_id: int) -> int:
+        async with self.db.reader() as session, session.begin():
+            query = select(func.count()).select_from(Tombstone)
+            return int(await session.scalar(query.where(Tombstone.space_id == space_id)) or 0)
+
+    async def _write_pass(self, claim: Claim) -> int:
         """Stream the contacts to a gzip file in batches: memory stays flat whatever the size."""
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / file_name(claim.id, claim.attempt)
