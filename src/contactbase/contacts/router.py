@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from contactbase.contacts import changes, erasure, exports, reads, writes
+from contactbase.contacts import changes, erasure, exports, reads, updates, writes
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
@@ -289,7 +289,7 @@ async def update_contact(call: Call[NoQuery, ContactUpdate]) -> Response:
     fields sent, as stored.
     """
     contact_id = parse_id(call.params["contact_id"])
-    updated = await writes.update_contact(call.lease, call.caller.space_id, contact_id, call.body)
+    updated = await updates.update_contact(call.lease, call.caller.space_id, contact_id, call.body)
     return answer(updated)
 
 

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 import asyncpg
 
 from contactbase.contacts import changes
-from contactbase.contacts.custom_fields import SLOTS, sent_slots, to_wire
+from contactbase.contacts.custom_fields import SLOTS, sent_slots
 from contactbase.contacts.merging import (
     KINDS,
     Incoming,
@@ -45,14 +45,11 @@ from contactbase.contacts.merging import (
 from contactbase.contacts.models import PRIMARY_COLUMN
 from contactbase.contacts.reads import (
     WholeRow,
-    contact_row,
-    resolve,
     stored_values,
     whole_contact,
 )
-from contactbase.contacts.schemas import ContactCreate, ContactDetail, ContactUpdate, ContactUpdated
+from contactbase.contacts.schemas import ContactCreate, ContactDetail
 from contactbase.contacts.statements import (
-    DELETE_VALUES,
     DELETE_VALUES_OF,
     INSERT_VALUES,
     LAST_ID,
@@ -74,10 +71,9 @@ from contactbase.db import (
     is_unique_violation,
     utcnow,
 )
-from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
+from contactbase.errors import Conflict, ServiceUnavailable
 from contactbase.prepared import Connection
 from contactbase.sqlite import SqliteConnection
-from contactbase.validation import show
 
 T = TypeVar("T")
 NORMALISE: dict[str, Callable[[str], str]] = {
@@ -290,7 +286,11 @@ async def _write(connection: Connection, space_id: int, result: Plan) -> None:
         result.assign_ids(await _new_ids(connection, len(result.created)))
         slots = _slots_set(result.created)
         rows = [
-            (person.id, _merged_into(person), *_fields(person.primaries(), person.slots, slots))
+            (
+                person.id,
+                _merged_into(person),
+                *contact_fields(person.primaries(), person.slots, slots),
+            )
             for person in result.created
         ]
         await insert_contacts(slots).run(connection, fixed, rows)
@@ -302,7 +302,8 @@ async def _write(connection: Connection, space_id: int, result: Plan) -> None:
     if survivors:
         slots = _slots_set(survivors)  # a merge never empties a slot
         rows = [
-            (person.id, *_fields(person.primaries(), person.slots, slots)) for person in survivors
+            (person.id, *contact_fields(person.primaries(), person.slots, slots))
+            for person in survivors
         ]
         await update_contacts(slots).run(connection, fixed, rows)
     values: dict[str, list[tuple[int, int, str, str]]] = {kind: [] for kind in KINDS}
@@ -323,7 +324,7 @@ async def _write(connection: Connection, space_id: int, result: Plan) -> None:
         await INSERT_VALUES[kind].run(connection, fixed, values[kind])
 
 
-def _primaries(values: dict[str, list[str]]) -> dict[str, str | None]:
+def primaries_of(values: dict[str, list[str]]) -> dict[str, str | None]:
     """The primary columns of these collections: each one's first value."""
     return {
         PRIMARY_COLUMN[kind]: (listed[0] if listed else None) for kind, listed in values.items()
@@ -340,7 +341,7 @@ def _slots_set(people: Sequence[Person]) -> tuple[str, ...]:
     return tuple(slot for slot in SLOTS if slot in held)
 
 
-def _fields(
+def contact_fields(
     primaries: dict[str, str | None], slots: dict[str, Any], written: tuple[str, ...]
 ) -> tuple[Any, ...]:
     """A contact's primaries, then the `written` slots, as insert_contacts and
@@ -377,49 +378,6 @@ def _unchanged(found: WholeRow | None, owner: int, item: Incoming) -> ContactDet
         if any(normalised not in held[kind] for _, normalised in rows):
             return None
     return ContactDetail.of(row.id, values, row.slots, row.created_at, row.updated_at)
-
-
-async def update_contact(
-    lease: Lease, space_id: int, contact_id: int, payload: ContactUpdate
-) -> ContactUpdated:
-    """Replace each collection sent (and all slots, when custom_fields is sent) in one go."""
-    sent = payload.model_fields_set
-    replaced = {
-        kind: dedupe(getattr(payload, kind), NORMALISE[kind]) for kind in KINDS if kind in sent
-    }
-    slots = None
-    if "custom_fields" in sent:
-        slots = dict.fromkeys(SLOTS) | sent_slots(payload.custom_fields)
-
-    async def write(connection: Connection) -> ContactUpdated:
-        target = (await resolve(connection, space_id, contact_id)).id
-        row = await contact_row(connection, space_id, target, lock=True)
-        if row is None or row.merged_into_id is not None:
-            raise Raced()  # merged into another contact since: update that one
-        if "emails" in replaced:
-            await _refuse_emails_of_others(connection, space_id, target, payload.emails)
-        now = utcnow()
-        fixed = {"space": space_id, "now": now}
-        for kind, rows in replaced.items():
-            params = {"space_id": space_id, "contact_id": target}
-            await DELETE_VALUES[kind].run(connection, params)
-            ordered = sorted(enumerate(rows), key=lambda row: row[1][1])
-            await INSERT_VALUES[kind].run(
-                connection, fixed, [(target, position, *value) for position, value in ordered]
-            )
-        values = {kind: [value for value, _ in rows] for kind, rows in replaced.items()}
-        primaries = row.primaries | _primaries(values)
-        written = SLOTS if slots is not None else ()
-        await update_contacts(written).run(
-            connection, fixed, [(target, *_fields(primaries, slots or row.slots, written))]
-        )
-        answer: dict[str, Any] = dict(values)
-        if slots is not None:
-            answer["custom_fields"] = to_wire(slots)
-        await changes.record(connection, space_id, now, [(changes.UPDATED, target, None)])
-        return ContactUpdated(id=target, **answer)
-
-    return await attempts(lease, write)
 
 
 async def attempts(lease: Lease, write: Callable[[Connection], Awaitable[T]]) -> T:
@@ -465,7 +423,7 @@ async def _insert_if_new(
     return ContactDetail.of(row.created, values, item.slots, now, now), [], None
 
 
-async def _email_owners(connection: Connection, space_id: int, emails: list[str]) -> dict[str, int]:
+async def email_owners(connection: Connection, space_id: int, emails: list[str]) -> dict[str, int]:
     """Which contact owns each of these emails (normal forms), for those that are known."""
     rows = await OWNERS.rows(connection, {"space_id": space_id, "emails": emails})
     return {row.normalised: row.contact_id for row in rows if row.contact_id is not None}
@@ -473,23 +431,4 @@ async def _email_owners(connection: Connection, space_id: int, emails: list[str]
 
 async def owner_ids(connection: Connection, space_id: int, emails: list[str]) -> list[int]:
     """The contacts that own any of these emails, by id."""
-    return sorted(set((await _email_owners(connection, space_id, emails)).values()))
-
-
-async def _refuse_emails_of_others(
-    connection: Connection, space_id: int, contact_id: int, emails: list[str]
-) -> None:
-    """422 when any of `emails` belongs to another contact of the Space."""
-    sent = [normalised for _, normalised in dedupe(emails, normalise_email)]
-    owners = await _email_owners(connection, space_id, sent)
-    errors: dict[str, list[str]] = {}
-    others: list[int] = []
-    for index, email in enumerate(emails):
-        owner = owners.get(normalise_email(email))
-        if owner is not None and owner != contact_id:
-            errors.setdefault(f"emails.{index}", []).append(
-                f"The emails.{index} field ({show(email)}) already belongs to contact {owner}."
-            )
-            others.append(owner)
-    if errors:
-        raise InvalidInput(errors, existing_contact_id=min(others))
+    return sorted(set((await email_owners(connection, space_id, emails)).values()))
