@@ -136,13 +136,13 @@ def fingerprint(method: str, path: str, query: list[tuple[str, str]], body: byte
 
 
 async def claim(
-    lease: Lease, space_id: int, key: str, print_: str, ttl_seconds: int, request_id: str
+    lease: Lease, space_id: int, key: str, digest: str, ttl_seconds: int, request_id: str
 ) -> Claim | Response:
     """Hold `key` for this request, or the answer it gets instead: the stored answer
     replayed, or 422 / 409 raised."""
     now = utcnow()
     token = now + timedelta(seconds=MARKER_SECONDS)
-    params = {"space": space_id, "sent_key": key, "fingerprint": print_, "expires_at": token}
+    params = {"space": space_id, "sent_key": key, "fingerprint": digest, "expires_at": token}
 
     async def write(connection: Connection) -> Held | None:
         if await CLAIM.row(connection, params | {"now": now}) is not None:
@@ -152,7 +152,7 @@ async def claim(
     held = await lease.write(write)
     if held is None:
         return Claim(space_id, key, token, ttl_seconds)
-    if held.fingerprint != print_:
+    if held.fingerprint != digest:
         raise IdempotencyMismatch()
     if held.status is None or held.body is None:
         raise IdempotencyInFlight()

@@ -228,19 +228,25 @@ LOCK_CONTACTS = of_ids(
 NOW = bindparam("now", type_=DateTime())
 
 
-def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bulk:
-    """The Bulk statement `write(r)`, `r` being a row's columns by name (`columns`: name ->
-    type; their parameters are named `r_<name>`): on PostgreSQL the columns of `unnest` over
-    one array per column, on SQLite one scalar parameter each. An insert is `bulk_insert`."""
-    names = {f"r_{name}": kind for name, kind in columns.items()}
+def _row_params(columns: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A row's columns by name (`columns`: name -> type; their parameters are named
+    `r_<name>`), in PostgreSQL's form (the columns of `unnest` over one array per column) and
+    in SQLite's (one scalar parameter each)."""
     unnested = (
-        func.unnest(*(bindparam(name, type_=ARRAY(kind)) for name, kind in names.items()))
-        .table_valued(*names)
+        func.unnest(*(bindparam(f"r_{name}", type_=ARRAY(kind)) for name, kind in columns.items()))
+        .table_valued(*(f"r_{name}" for name in columns))
         .render_derived(name="r")
     )
     pg = {name: unnested.c[f"r_{name}"] for name in columns}
     sqlite = {name: bindparam(f"r_{name}", type_=kind) for name, kind in columns.items()}
-    return Bulk(write(pg), write(sqlite), list(names))
+    return pg, sqlite
+
+
+def _bulk(columns: dict[str, Any], write: Callable[[dict[str, Any]], Any]) -> Bulk:
+    """The Bulk statement `write(r)`, `r` being a row's columns by name (_row_params). An
+    insert is `bulk_insert`."""
+    pg, sqlite = _row_params(columns)
+    return Bulk(write(pg), write(sqlite), [f"r_{name}" for name in columns])
 
 
 def bulk_insert(model: Any, fixed: dict[str, Any], columns: Sequence[str]) -> Bulk:
@@ -248,21 +254,15 @@ def bulk_insert(model: Any, fixed: dict[str, Any], columns: Sequence[str]) -> Bu
     of each row. On PostgreSQL INSERT ... SELECT from `unnest`, or COPY for many rows; on
     SQLite INSERT ... VALUES (stepped per row, a third cheaper than INSERT ... SELECT of the
     parameters)."""
-    kinds = _of(model, columns)
-    names = [f"r_{name}" for name in columns]
-    unnested = (
-        func.unnest(*(bindparam(f"r_{n}", type_=ARRAY(kinds[n])) for n in columns))
-        .table_valued(*names)
-        .render_derived(name="r")
-    )
+    pg_row, sqlite_row = _row_params(_of(model, columns))
     pg = insert(model).from_select(
-        [*fixed, *columns], select(*fixed.values(), *(unnested.c[name] for name in names))
+        [*fixed, *columns], select(*fixed.values(), *(pg_row[name] for name in columns))
     )
     copy = Copy(
         model.__tablename__, {name: value.key for name, value in fixed.items()}, list(columns)
     )
-    row = {name: bindparam(f"r_{name}", type_=kinds[name]) for name in columns}
-    return Bulk(pg, insert(model).values({**fixed, **row}), names, copy)
+    sqlite = insert(model).values({**fixed, **sqlite_row})
+    return Bulk(pg, sqlite, [f"r_{name}" for name in columns], copy)
 
 
 def _of(model: Any, columns: Sequence[str]) -> dict[str, Any]:

@@ -212,8 +212,9 @@ async def resolve_on_writer(
 def _single(outcome: Outcome) -> tuple[ContactDetail, bool]:
     if outcome.refusal is not None:
         raise outcome.refusal
-    assert outcome.contact is not None
-    return outcome.contact, outcome.status == 201
+    contact = outcome.contact
+    assert contact is not None
+    return contact, outcome.status == 201
 
 
 def _conflict(existing: int) -> Conflict:
@@ -259,8 +260,6 @@ async def _store(
     outcomes = [_outcome(one, written=write) for one in result.outcomes]
     if then is not None:
         await then(connection, outcomes)
-    if write:  # the feed's numbers last: held from here to the commit (contacts/changes.py)
-        await changes.record(connection, space_id, result.now, result.events())
     return outcomes
 
 
@@ -273,9 +272,9 @@ def _outcome(one: Any, *, written: bool) -> Outcome:
 
 async def _write(connection: Connection, space_id: int, result: Plan) -> None:
     """The plan's rows: merged contacts' values out, new contacts in, aliases re-pointed,
-    survivors' rows updated, values in. Emails go in sorted by normal form (byte order, as
-    NEW_CONTACT orders them): concurrent writes take the unique index in one order and wait
-    for each other instead of deadlocking."""
+    survivors' rows updated, values in, and the change feed's events. Emails go in sorted by
+    normal form (byte order, as NEW_CONTACT orders them): concurrent writes take the unique
+    index in one order and wait for each other instead of deadlocking."""
     fixed = {"space": space_id, "now": result.now}
     losers = list(result.losers())
     if losers:
@@ -322,6 +321,7 @@ async def _write(connection: Connection, space_id: int, result: Plan) -> None:
     values["emails"].sort(key=lambda row: row[3])
     for kind in KINDS:
         await INSERT_VALUES[kind].run(connection, fixed, values[kind])
+    await changes.record(connection, space_id, result.now, result.events())
 
 
 def primaries_of(values: dict[str, list[str]]) -> dict[str, str | None]:
@@ -405,10 +405,7 @@ async def _insert_if_new(
     now = utcnow()
     values = shown(item)
     params: dict[str, Any] = {"space_id": space_id, "now": now, **dict.fromkeys(SLOTS)}
-    params |= item.slots
-    params |= {
-        PRIMARY_COLUMN[kind]: (listed[0] if listed else None) for kind, listed in values.items()
-    }
+    params |= item.slots | primaries_of(values)
     for kind, rows in item.values.items():
         params[f"{kind}_positions"] = list(range(len(rows)))
         params[f"{kind}_values"] = values[kind]
