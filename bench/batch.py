@@ -91,27 +91,17 @@ def drive(
 
 
 def _rows(space_id: int, ids: list[int], who: list[str], now: datetime) -> dict[str, list[Any]]:
-    """The rows the app writes for these new seed-shaped contacts, by table."""
-    contacts = [
-        (i, space_id, f"{w}@example.com", "+1234567890", "John Doe", "New York, NY", now, now)
-        for i, w in zip(ids, who, strict=True)
-    ]
-    values: dict[str, list[Any]] = {
-        "contact_emails": [],
-        "contact_phones": [],
-        "contact_names": [],
-        "contact_locations": [],
-    }
-    for i, w in zip(ids, who, strict=True):
-        pairs = {
-            "contact_emails": [(f"{w}@example.com",) * 2, (f"{w}@example.org",) * 2],
-            "contact_phones": [("+1234567890", "1234567890"), ("+0987654321", "0987654321")],
-            "contact_names": [("John Doe",) * 2, ("Johnny",) * 2],
-            "contact_locations": [("New York, NY",) * 2, ("Los Angeles, CA",) * 2],
-        }
-        for table, listed in pairs.items():
-            values[table].extend((space_id, i, p, *pair) for p, pair in enumerate(listed))
-    return {"contacts": contacts, **values}
+    """The rows the app writes for these new seed-shaped contacts, by table (the rows of
+    bench/embedded.py's ceilings, with ids and times as PostgreSQL takes them)."""
+    from embedded import VALUE_TABLES, contact_rows
+
+    rows: dict[str, list[Any]] = {"contacts": [], **{table: [] for table in VALUE_TABLES}}
+    for contact_id, name in zip(ids, who, strict=True):
+        row, values = contact_rows(space_id, name)
+        rows["contacts"].append((contact_id, *row[:5], now, now))
+        for table, pairs in values.items():
+            rows[table].extend((space_id, contact_id, p, *pair) for p, pair in enumerate(pairs))
+    return rows
 
 
 CONTACT_COLUMNS = [

@@ -6,8 +6,9 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
+from contactbase.contacts.models import VALUE_TABLES, Contact
 from contactbase.db import Database, Lease
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.spaces import access, service
@@ -66,6 +67,15 @@ async def add_contact(
     assert response.status_code in (200, 201), response.text
     detail: dict[str, Any] = response.json()
     return detail
+
+
+async def table_counts(db: Database) -> dict[str, int]:
+    """Rows in the contacts table and in each value table (by collection)."""
+    async with db.reader() as session:
+        counts = {"contacts": await session.scalar(select(func.count()).select_from(Contact))}
+        for kind, table in VALUE_TABLES.items():
+            counts[kind] = await session.scalar(select(func.count()).select_from(table))
+    return {name: int(count or 0) for name, count in counts.items()}
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -17,7 +17,7 @@ from contactbase import idempotency
 from contactbase.contacts.models import Contact, Export, IdempotentRequest
 from contactbase.db import Database, utcnow
 from contactbase.state import state_of
-from tests.factories import CONTACTS, SEED, answered, make_tenant
+from tests.factories import CONTACTS, SEED, answered, make_tenant, until_waiting_on_a_lock
 
 BATCH = f"{CONTACTS}/batch"
 EXPORTS = f"{CONTACTS}/exports"
@@ -162,14 +162,6 @@ async def hold_writes(db: Database) -> Any:
     return session
 
 
-async def until(predicate: Any, what: str) -> None:
-    for _ in range(1000):
-        if await predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{what} did not happen within 10 seconds")
-
-
 async def test_a_request_in_flight_holds_its_key(
     app: FastAPI, client: httpx.AsyncClient, db: Database
 ) -> None:
@@ -182,9 +174,8 @@ async def test_a_request_in_flight_holds_its_key(
     try:
         first = asyncio.ensure_future(client.post(CONTACTS, json=SEED, headers=auth))
         if embedded is None:
-            await until(lambda: _marker_written(db), "the first request's marker")
-            waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-            await until(lambda: _scalar(db, waiting), "the first request's wait on the lock")
+            await until_waiting_on_a_lock(app, db)
+            assert await stored_keys(db) == [("in-flight", None)]  # written before the wait
             began = time.monotonic()
             second = await client.post(CONTACTS, json=SEED, headers=auth)
             assert time.monotonic() - began < 5  # the first still waits on the lock
@@ -192,9 +183,9 @@ async def test_a_request_in_flight_holds_its_key(
         else:
             # SQLite: both markers wait for the write lock; the first is written first, and
             # the second is looked at before the first's contact is written.
-            await until(lambda: _true(embedded.writer_waiting), "the first request's wait")
+            await until_waiting_on_a_lock(app, db)
             pending = asyncio.ensure_future(client.post(CONTACTS, json=SEED, headers=auth))
-            await until(lambda: _true(embedded.pending >= 2), "the second request's wait")
+            await until_waiting_on_a_lock(app, db, 2)
             await holder.rollback()
             second = await pending
     finally:
@@ -207,19 +198,6 @@ async def test_a_request_in_flight_holds_its_key(
     assert third.status_code == 201
     assert third.headers["idempotent-replayed"] == "true"
     assert await count(db, Contact) == 1
-
-
-async def _true(value: bool) -> bool:
-    return value
-
-
-async def _scalar(db: Database, query: str) -> Any:
-    async with db.reader() as session:
-        return await session.scalar(text(query))
-
-
-async def _marker_written(db: Database) -> bool:
-    return await stored_keys(db) == [("in-flight", None)]
 
 
 async def write_marker(db: Database, space_id: int, key: str, body: bytes, age: int) -> None:

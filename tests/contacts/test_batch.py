@@ -10,23 +10,22 @@ from fastapi import FastAPI
 from sqlalchemy import func, select, text
 
 from contactbase.app import close, create_app
-from contactbase.contacts.models import VALUE_TABLES, Contact
+from contactbase.contacts.models import Contact
 from contactbase.db import Database
 from contactbase.prepared import COPY_FROM_ROWS
 from contactbase.settings import Settings
 from tests.conftest import empty_tables
-from tests.factories import CONTACTS, SEED, answered, make_tenant, until_waiting_on_a_lock
+from tests.factories import (
+    CONTACTS,
+    SEED,
+    answered,
+    make_tenant,
+    table_counts,
+    until_waiting_on_a_lock,
+)
 from tests.test_write_paths import STEPS, comparable, stored_rows, without_timestamps
 
 BATCH = f"{CONTACTS}/batch"
-
-
-async def row_counts(db: Database) -> dict[str, int]:
-    async with db.reader() as session:
-        counts = {"contacts": await session.scalar(select(func.count()).select_from(Contact))}
-        for kind, table in VALUE_TABLES.items():
-            counts[kind] = await session.scalar(select(func.count()).select_from(table))
-    return {name: int(count or 0) for name, count in counts.items()}
 
 
 def contacts_of(response: httpx.Response) -> list[dict[str, Any]]:
@@ -70,7 +69,7 @@ async def test_items_sharing_an_email_end_as_one_contact(
     assert third["phones"] == ["555 0101"]
     fetched = answered(await client.get(f"{CONTACTS}/{first['id']}", headers=auth))
     assert fetched == third
-    assert await row_counts(db) == {
+    assert await table_counts(db) == {
         "contacts": 2,
         "emails": 3,
         "phones": 1,
@@ -100,7 +99,7 @@ async def test_an_item_merges_stored_and_new_contacts_into_the_oldest(
     # The contact created by the first item is now an alias of the oldest.
     through_alias = answered(await client.get(f"{CONTACTS}/{created['id']}", headers=auth))
     assert through_alias == again
-    counts = await row_counts(db)
+    counts = await table_counts(db)
     assert (counts["contacts"], counts["emails"], counts["names"]) == (2, 2, 1)
 
 
@@ -126,7 +125,7 @@ async def test_invalid_items_fail_alone_with_their_reasons(
     assert results[1]["message"] == results[1]["errors"]["emails.1"][0]
     assert results[2]["errors"] == {"body": ["Each item must be a JSON object."]}
     assert list(results[3]["errors"]) == ["unknown"]
-    assert (await row_counts(db))["contacts"] == 2
+    assert (await table_counts(db))["contacts"] == 2
 
 
 async def test_item_errors_are_those_of_a_single_create(
@@ -171,7 +170,7 @@ async def test_on_conflict_error_refuses_known_emails_per_item(
     assert first["existing_contact_id"] == known["id"]
     assert second["status"] == 201
     assert third["existing_contact_id"] == second["contact"]["id"]
-    assert (await row_counts(db))["names"] == 0
+    assert (await table_counts(db))["names"] == 0
 
 
 @pytest.mark.parametrize(
@@ -182,7 +181,7 @@ async def test_atomic_batch_stores_nothing_when_an_item_fails(
 ) -> None:
     auth = await make_tenant(db)
     await client.post(CONTACTS, json={"emails": ["k@example.com"]}, headers=auth)
-    before = await row_counts(db)
+    before = await table_counts(db)
     items = [{"emails": ["a@example.com"]}, failing, {"emails": ["k@example.com", "b@example.com"]}]
     response = await client.post(
         f"{BATCH}?atomic=true&on_conflict=error", json={"contacts": items}, headers=auth
@@ -198,7 +197,7 @@ async def test_atomic_batch_stores_nothing_when_an_item_fails(
     assert "contact" not in body["results"][0]
     assert next(iter(body["errors"])).startswith("contacts.1.")
     assert "contacts.2.emails" in body["errors"]
-    assert await row_counts(db) == before
+    assert await table_counts(db) == before
 
 
 async def test_atomic_batch_that_succeeds_is_stored(
@@ -209,7 +208,7 @@ async def test_atomic_batch_that_succeeds_is_stored(
     response = await client.post(f"{BATCH}?atomic=true", json={"contacts": items}, headers=auth)
     assert response.status_code == 200
     assert [r["status"] for r in response.json()["results"]] == [201, 200]
-    assert (await row_counts(db))["names"] == 1
+    assert (await table_counts(db))["names"] == 1
 
 
 @pytest.mark.parametrize(
@@ -231,7 +230,7 @@ async def test_a_malformed_batch_is_refused_whole(
     response = await client.post(BATCH, json=body, headers=auth)
     assert response.status_code == 422
     assert list(answered(response)["errors"]) == [field]
-    assert (await row_counts(db))["contacts"] == 0
+    assert (await table_counts(db))["contacts"] == 0
 
 
 async def test_unknown_query_parameters_are_refused(
@@ -268,7 +267,7 @@ async def test_the_batch_has_its_own_body_limit(settings: Settings, db: Database
             assert single.status_code == 413
     finally:
         await close(app)
-    assert (await row_counts(db))["contacts"] == 1000
+    assert (await table_counts(db))["contacts"] == 1000
 
 
 async def test_batches_count_against_their_own_limit(

@@ -8,15 +8,23 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from contactbase.cli import app as cli
-from contactbase.contacts.models import VALUE_TABLES, Contact, Tombstone
+from contactbase.contacts.models import Tombstone
 from contactbase.db import Database
 from contactbase.settings import Settings
 from contactbase.spaces.service import DEFAULT_PERMISSIONS
-from tests.factories import CONTACTS, answered, bearer, make_key, make_space, make_tenant
+from tests.factories import (
+    CONTACTS,
+    answered,
+    bearer,
+    make_key,
+    make_space,
+    make_tenant,
+    table_counts,
+)
 
 ADA = {
     "emails": ["ada@example.com", "ada.l@example.org"],
@@ -25,15 +33,6 @@ ADA = {
     "locations": ["London"],
     "custom_fields": {"profile_field_1": "VIP"},
 }
-
-
-async def everything(db: Database) -> dict[str, int]:
-    """Rows in the contact tables."""
-    async with db.reader() as session:
-        counts = {"contacts": await session.scalar(select(func.count()).select_from(Contact))}
-        for kind, table in VALUE_TABLES.items():
-            counts[kind] = await session.scalar(select(func.count()).select_from(table))
-    return {name: int(count or 0) for name, count in counts.items()}
 
 
 async def tombstones(db: Database) -> list[int]:
@@ -62,7 +61,7 @@ async def test_an_erased_person_is_gone_and_the_emails_free(
         missing = await client.get(f"{CONTACTS}/{gone}", headers=auth)
         assert missing.status_code == 404
     assert (await client.delete(f"{CONTACTS}/{ada['id']}", headers=auth)).status_code == 404
-    assert await everything(db) == {
+    assert await table_counts(db) == {
         "contacts": 1,
         "emails": 1,
         "phones": 0,
