@@ -62,7 +62,8 @@ async def test_the_batch_bodies_and_the_copy_ceiling_run(
     the rows the app writes (on PostgreSQL, into the Space made first: id 1)."""
     import orjson
 
-    from contactbase.contacts.schemas import ContactCreate, read_batch
+    from contactbase.contacts.batch_schemas import read_batch
+    from contactbase.contacts.schemas import ContactCreate
 
     for body in batch.bodies("t", 2) + batch.bodies("u", 1, seeded=600):
         items = read_batch(body)

@@ -23,10 +23,10 @@ from typer.testing import CliRunner, Result
 
 from contactbase import cli
 from contactbase.cli import app
+from contactbase.contacts.batch_schemas import MAX_BATCH
 from contactbase.contacts.import_files import Rejects, csv_body, json_number
 from contactbase.contacts.imports import Counts
 from contactbase.contacts.models import VALUE_TABLES, Contact, ImportProgress
-from contactbase.contacts.schemas import MAX_BATCH
 from contactbase.db import Database
 from contactbase.progress import ImportMeter
 from tests.factories import CONTACTS, SEED, add_contact, answered, bearer, make_key, make_space

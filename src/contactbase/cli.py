@@ -42,7 +42,9 @@ console = Console()
 errors = Console(stderr=True)
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON value and nothing else.")]
-MAX_BATCH = 1000  # rows a transaction of `import`, as POST /contacts/batch (schemas.MAX_BATCH)
+MAX_BATCH = (
+    1000  # rows a transaction of `import`, as POST /contacts/batch (batch_schemas.MAX_BATCH)
+)
 
 
 def run(work: Callable[[AsyncSession], Awaitable[T]], *, changes_access: bool = False) -> T:

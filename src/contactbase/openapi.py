@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from contactbase import errors
-from contactbase.contacts.schemas import BatchResult
+from contactbase.contacts.batch_schemas import BatchResult
 from contactbase.dispatch import Api, Operation
 from contactbase.errors import ApiError
 

@@ -1,7 +1,7 @@
 """Running an import of a file of contacts into a Space: `contactbase import` (SPEC 6.3,
 docs/import.md). Reading the file, as rows and FILE.rejects, is import_files.py.
 
-Rows are validated as the body of `POST /contacts` is (schemas.read_item: the same messages)
+Rows are validated as the body of `POST /contacts` is (batch_schemas.read_item: the same messages)
 and written in batches of up to `batch_size` rows by `writes.upsert_batch`, the batch
 endpoint's write path. Each batch's progress is written by its `then`, in the batch's own
 transaction: the offset just after its last line, the sha256 of the file's bytes before that
@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 from sqlalchemy import bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
+from contactbase.contacts.batch_schemas import read_item
 from contactbase.contacts.import_files import (
     SKIP_CHUNK,
     UNLIMITED,
@@ -36,7 +37,7 @@ from contactbase.contacts.import_files import (
 )
 from contactbase.contacts.merging import Incoming
 from contactbase.contacts.models import ImportProgress
-from contactbase.contacts.schemas import ContactCreate, read_item
+from contactbase.contacts.schemas import ContactCreate
 from contactbase.contacts.writes import Outcome, incoming, upsert_batch
 from contactbase.db import DRIVER_ERRORS, Database, Lease, is_unavailable, transaction, utcnow
 from contactbase.errors import ApiError, ServiceUnavailable

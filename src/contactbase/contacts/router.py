@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from contactbase.contacts import changes, erasure, exports, reads, updates, writes
+from contactbase.contacts.batch_schemas import BatchQuery, BatchRequest, BatchResult, read_batch
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
@@ -21,9 +22,6 @@ from contactbase.contacts.pagination import (
     encode_cursor,
 )
 from contactbase.contacts.schemas import (
-    BatchQuery,
-    BatchRequest,
-    BatchResult,
     ChangePage,
     ChangesQuery,
     ContactCreate,
@@ -39,7 +37,6 @@ from contactbase.contacts.schemas import (
     GetQuery,
     ListQuery,
     NoQuery,
-    read_batch,
     wire_time,
 )
 from contactbase.dispatch import Api, Call, error_response
