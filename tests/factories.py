@@ -14,6 +14,7 @@ from contactbase.ratelimit import ENDPOINTS
 from contactbase.spaces import access, service
 from contactbase.spaces.service import PERMISSIONS, Caller
 from contactbase.state import state_of
+from contactbase.webhooks import service as webhooks
 
 CONTACTS = "/public-api/v1/contacts"
 SEED = {
@@ -139,3 +140,15 @@ async def authorised(request: Request) -> Caller:
         return await access.authorise(state, request, lease, access.GET)
     finally:
         await lease.release()
+
+
+async def make_endpoint(
+    db: Database, space_id: int, url: str, events: Sequence[str] = ()
+) -> tuple[int, str]:
+    """A webhook endpoint (private addresses allowed: receivers run on 127.0.0.1): its id and
+    its secret."""
+    async with db.writer() as session, session.begin():
+        endpoint, secret = await webhooks.create_endpoint(
+            session, space_id, url, events, allow_private=True
+        )
+        return endpoint.id, secret

@@ -15,6 +15,7 @@ from contactbase.contacts import models as contacts_models
 from contactbase.db import Base, async_url
 from contactbase.migrations import migrations_config, schema_head
 from contactbase.spaces import models as spaces_models
+from contactbase.webhooks import models as webhooks_models
 
 TABLES = {
     "alembic_version",
@@ -30,6 +31,9 @@ TABLES = {
     "contact_tombstones",
     "contact_changes",
     "change_counters",
+    "webhook_endpoints",
+    "webhook_deliveries",
+    "webhook_attempts",
     "contact_phones",
     "contact_names",
     "contact_locations",
@@ -54,6 +58,7 @@ async def differences(database_url: str, metadata: MetaData) -> list[Any]:
 async def test_models_and_migrations_agree(database_url: str) -> None:
     assert contacts_models.Contact.__tablename__ in Base.metadata.tables
     assert spaces_models.ApiKey.__tablename__ in Base.metadata.tables
+    assert webhooks_models.WebhookEndpoint.__tablename__ in Base.metadata.tables
     assert await differences(database_url, Base.metadata) == []
 
 

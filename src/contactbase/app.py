@@ -32,6 +32,8 @@ from contactbase.settings import Settings
 from contactbase.spaces.keycache import KeyCache
 from contactbase.state import AppState, state_of
 from contactbase.validation import invalid_input
+from contactbase.webhooks import queue as webhook_queue
+from contactbase.webhooks.worker import WebhookWorker
 
 log = logging.getLogger("contactbase")
 
@@ -76,6 +78,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=metrics,
         limiter=build_limiter(settings.redis_url, settings.rate_limit_window_seconds),
         exports=ExportWorker(db, settings.export_dir, settings.export_poll_seconds),
+        webhooks=WebhookWorker(db, settings),
         schema_head=schema_head(),
         keys=KeyCache(),
         signing_key=settings.secret_key.encode() if settings.secret_key else None,
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(state.exports.run_forever(), name="export worker"),
+            asyncio.create_task(state.webhooks.run_forever(), name="webhook worker"),
             asyncio.create_task(housekeeping(db, settings), name="housekeeping"),
         ]
         # What exists once the app is up (modules, models, compiled statements) lives as long
@@ -129,12 +133,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 async def housekeeping(db: Database, settings: Settings) -> None:
-    """Every few minutes: delete the expired Idempotency-Key answers and the change feed's
-    events past their retention. A round that fails (the database away) is tried again."""
+    """Every few minutes: delete the expired Idempotency-Key answers, and the change feed's
+    events and the settled webhook messages past the feed's retention. A round that fails
+    (the database away) is tried again."""
     while True:
         try:
             await idempotency.sweep(db)
             await changes.sweep(db, settings.changes_retention_seconds)
+            await webhook_queue.sweep(db, settings.changes_retention_seconds)
         except Exception as exc:
             log.warning("housekeeping failed: %r", exc)
         await asyncio.sleep(idempotency.SWEEP_SECONDS)

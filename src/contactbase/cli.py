@@ -1,31 +1,26 @@
 """The `contactbase` command: migrations, Spaces, API keys, imports and the server."""
 
 import asyncio
-import json
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from redis.exceptions import RedisError
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contactbase.db import DRIVER_ERRORS, Database, Lease, async_url
 from contactbase.errors import ApiError, ServiceUnavailable
 from contactbase.progress import ImportMeter
-from contactbase.ratelimit import ENDPOINTS, mark_change
+from contactbase.ratelimit import ENDPOINTS
 from contactbase.settings import Settings
 from contactbase.spaces import service
 from contactbase.spaces.service import DEFAULT_PERMISSIONS, PERMISSIONS, key_view, space_view
+from contactbase.terminal import JsonFlag, console, errors, fail, run, show
+from contactbase.webhooks.commands import webhook_app
 
 if TYPE_CHECKING:
     from contactbase.contacts import import_files, imports
-
-T = TypeVar("T")
 
 app = typer.Typer(
     help="Administer contactbase: the schema, Spaces (tenants), API keys, and the server.",
@@ -38,82 +33,9 @@ contact_app = typer.Typer(help="Act on one contact: erase it.", no_args_is_help=
 app.add_typer(space_app, name="space")
 app.add_typer(key_app, name="key")
 app.add_typer(contact_app, name="contact")
-console = Console()
-errors = Console(stderr=True)
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Print one JSON value and nothing else.")]
-MAX_BATCH = (
-    1000  # rows a transaction of `import`, as POST /contacts/batch (batch_schemas.MAX_BATCH)
-)
-
-
-def run(work: Callable[[AsyncSession], Awaitable[T]], *, changes_access: bool = False) -> T:
-    """Run `work` in one committed transaction against the configured database. A change of
-    who may do what (`changes_access`) is then announced to the servers, whose cached keys
-    must not outlive it (spaces/keycache.py): through Redis, when one is configured."""
-
-    async def main() -> T:
-        settings = Settings()
-        db = Database(settings.database_url, pool_size=1)
-        try:
-            async with db.writer() as session, session.begin():
-                done = await work(session)
-        finally:
-            await db.dispose()
-        if changes_access and settings.redis_url:
-            try:
-                await mark_change(settings.redis_url)
-            except (RedisError, OSError) as exc:
-                raise ServiceUnavailable(
-                    "The change is saved, but Redis could not be reached to tell the servers "
-                    f"({exc}); until it is, they may go on with what they cached: run the "
-                    "command again."
-                ) from None
-        return done
-
-    return asyncio.run(main())
-
-
-def show(value: Any, as_json: bool, title: str = "") -> None:
-    """Print a record or a list of records: JSON; for people, a record as `field: value` lines
-    (never cut to the terminal's width) and a list as a table."""
-    if as_json:
-        typer.echo(json.dumps(value))
-        return
-    if isinstance(value, dict):
-        width = max(map(len, value))
-        for field, cell in value.items():
-            typer.echo(f"{field:<{width}}  {_cell(cell)}")
-        return
-    rows = value
-    if not rows:
-        console.print(f"No {title.lower() or 'rows'}.")
-        return
-    table = Table(title=title or None)
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*(_cell(cell) for cell in row.values()))
-    console.print(table)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, dict):
-        return ", ".join(f"{key}={val}" for key, val in value.items())
-    if isinstance(value, list):
-        return ", ".join(map(str, value))
-    return "" if value is None else str(value)
-
-
-def fail(error: ApiError, as_json: bool) -> typer.Exit:
-    """Say what went wrong, in one line, and the exit to raise."""
-    if as_json:
-        typer.echo(json.dumps(error.content()))
-    else:
-        # Unwrapped (rich wraps at the terminal's width, 80 columns without one), and a Text, not
-        # markup: a path or a cell quoted may hold `[/x]` or `:name:`, read as a style or emoji.
-        errors.print(Text.assemble(("error:", "red"), f" {error.message}"), soft_wrap=True)
-    return typer.Exit(1)
+app.add_typer(webhook_app, name="webhook")
+# Rows a transaction of `import`, as POST /contacts/batch (batch_schemas.MAX_BATCH).
+MAX_BATCH = 1000
 
 
 @app.command()

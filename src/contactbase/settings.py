@@ -1,8 +1,9 @@
 """Configuration, read once from the environment and passed down."""
 
+import math
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -44,3 +45,53 @@ class Settings(BaseSettings):
         description="Signs cursors; when unset, a secret generated at `migrate` and kept in the "
         "database is used, so every worker and host shares it.",
     )
+    webhook_retry_schedule: str = Field(
+        default="10,60,300,1800,3600,7200,14400,28800,28800",
+        description="Seconds between a webhook message's attempts, separated by commas (each "
+        "with jitter); the default spends about 24 hours over 10 attempts.",
+    )
+    webhook_rotation_overlap_seconds: int = Field(
+        default=24 * 3600, ge=0, description="How long a rotated secret still signs beside the new."
+    )
+    webhook_disable_after_seconds: int = Field(
+        default=3 * 24 * 3600,
+        ge=1,
+        description="An endpoint failing every attempt for this long is disabled.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, private and link-local addresses (tests).",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="The whole of one delivery attempt, answer included."
+    )
+    webhook_in_flight: int = Field(
+        default=32, ge=1, description="Deliveries in progress at once, per server process."
+    )
+    webhook_in_flight_per_endpoint: int = Field(
+        default=4, ge=1, description="Deliveries in progress at once to one endpoint, in all."
+    )
+    webhook_poll_seconds: float = Field(
+        default=0.5, gt=0, description="How often workers look for new events and due messages."
+    )
+
+    @field_validator("webhook_retry_schedule")
+    @classmethod
+    def _schedule(cls, value: str) -> str:
+        retry_delays(value)
+        return value
+
+    @property
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        return retry_delays(self.webhook_retry_schedule)
+
+
+def retry_delays(schedule: str) -> tuple[float, ...]:
+    """`10,60,300` as seconds; refused unless every one is a positive number."""
+    try:
+        delays = tuple(float(part) for part in schedule.split(","))
+    except ValueError:
+        delays = ()
+    if not delays or any(not (0 < delay < math.inf) for delay in delays):
+        raise ValueError("must be positive numbers of seconds separated by commas, e.g. 1,1,2")
+    return delays

@@ -1,5 +1,5 @@
-"""The services one app holds (database, limiter, metrics, export worker, ...), typed, in one
-object on the app, read through `state_of`."""
+"""The services one app holds (database, limiter, metrics, export and webhook workers, ...),
+typed, in one object on the app, read through `state_of`."""
 
 from dataclasses import dataclass
 
@@ -12,6 +12,7 @@ from contactbase.metrics import Metrics
 from contactbase.ratelimit import RateLimiter
 from contactbase.settings import Settings
 from contactbase.spaces.keycache import KeyCache
+from contactbase.webhooks.worker import WebhookWorker
 
 
 @dataclass
@@ -21,6 +22,7 @@ class AppState:
     metrics: Metrics
     limiter: RateLimiter
     exports: ExportWorker
+    webhooks: WebhookWorker
     schema_head: str | None
     keys: KeyCache
     # The signing secret: from the settings, else read from the database at first use.

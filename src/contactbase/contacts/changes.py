@@ -145,8 +145,16 @@ RAISE_COUNTER = Prepared(
 )
 
 
+async def number_committed(connection: Connection, space_id: int) -> None:
+    """In a write transaction: number the Space's committed events that have no number (the
+    feed's readers and the webhooks' fan-out call it before they read)."""
+    pending = await PENDING.row(connection, {"space_id": space_id})
+    if pending is not None and pending.found:
+        await _number(connection, space_id)
+
+
 async def _number(connection: Connection, space_id: int) -> None:
-    """In a write transaction: number the Space's committed events that have no number."""
+    """Number them, from the counter on, under the counter row's lock."""
     params = {"space_id": space_id, "space": space_id}
     await MAKE_COUNTER.run(connection, params)
     counter = await LOCK_COUNTER.row(connection, params)
@@ -186,9 +194,7 @@ async def page(lease: Lease, space_id: int, after: int, limit: int) -> list[Chan
     some of them are no longer kept."""
 
     async def read(connection: Connection) -> list[ChangeRow]:
-        pending = await PENDING.row(connection, {"space_id": space_id})
-        if pending is not None and pending.found:
-            await _number(connection, space_id)
+        await number_committed(connection, space_id)
         params = {"space_id": space_id, "after": after, "limit": limit}
         rows = await PAGE.rows(connection, params)
         counter = await READ_COUNTER.row(connection, params)

@@ -11,6 +11,7 @@ from contactbase.contacts import models as _contacts  # noqa: F401  (registers t
 from contactbase.db import Base, async_url
 from contactbase.settings import Settings
 from contactbase.spaces import models as _spaces  # noqa: F401
+from contactbase.webhooks import models as _webhooks  # noqa: F401
 
 config = context.config
 

@@ -1,0 +1,88 @@
+"""The delivery worker every server process runs (SPEC 6.6).
+
+Each round it turns new events into messages and claims what is due (webhooks/queue.py), then
+sends each claimed message in a task of its own, so one slow endpoint never holds up another:
+at most `webhook_in_flight` attempts run at once in a process, and at most
+`webhook_in_flight_per_endpoint` for one endpoint in all processes, so an endpoint that hangs
+until its timeout takes a few slots, never all of them.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from contactbase.db import Database, is_unavailable
+from contactbase.settings import Settings
+from contactbase.webhooks import queue, signing
+from contactbase.webhooks.queue import Claim
+from contactbase.webhooks.sending import Sender
+
+log = logging.getLogger("contactbase.webhooks")
+
+
+class WebhookWorker:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.sender = Sender(
+            timeout=settings.webhook_timeout_seconds, allow_private=settings.webhook_allow_private
+        )
+        self.in_flight: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()
+
+    async def run_forever(self) -> None:
+        """A round every `webhook_poll_seconds` (sooner when an attempt frees a slot) until
+        cancelled; the attempts in flight are then cancelled, and their leases run out."""
+        try:
+            while True:
+                try:
+                    await self.run_once()
+                except Exception as exc:  # the loop must outlive any one failure
+                    if is_unavailable(exc):
+                        log.warning("webhook worker: database unavailable: %r", exc)
+                    else:
+                        log.exception("webhook worker: unexpected failure")
+                self._freed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), self.settings.webhook_poll_seconds)
+        finally:
+            await self.close()
+
+    async def run_once(self) -> int:
+        """One round: fan out, claim, start the attempts; how many were started."""
+        await queue.fan_out(self.db)
+        room = self.settings.webhook_in_flight - len(self.in_flight)
+        if room <= 0:
+            return 0
+        claims = await queue.claim(self.db, room, self.settings)
+        for claimed in claims:
+            task = asyncio.create_task(self._attempt(claimed), name=f"webhook {claimed.id}")
+            self.in_flight.add(task)
+            task.add_done_callback(self._done)
+        return len(claims)
+
+    async def drain(self) -> None:
+        """Wait for the attempts in flight (tests)."""
+        while self.in_flight:
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
+
+    async def close(self) -> None:
+        for task in self.in_flight:
+            task.cancel()
+        await asyncio.gather(*self.in_flight, return_exceptions=True)
+        await self.sender.close()
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.in_flight.discard(task)
+        self._freed.set()
+
+    async def _attempt(self, claimed: Claim) -> None:
+        timestamp = int(time.time())
+        headers = signing.headers(claimed.secrets, claimed.message_id, timestamp, claimed.body)
+        answer = await self.sender.post(claimed.endpoint_id, claimed.url, claimed.body, headers)
+        try:
+            await queue.record(self.db, claimed, answer, self.settings)
+        except Exception as exc:
+            # Unrecorded, the lease runs out and the message is sent again: at least once.
+            log.warning("webhook %s: the attempt's outcome was not recorded: %r", claimed.id, exc)

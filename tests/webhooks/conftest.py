@@ -1,0 +1,37 @@
+"""Webhook tests: a worker of their own beside the app, a real receiver, private addresses
+allowed (the receiver is on 127.0.0.1) and a retry schedule of fractions of a second."""
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from contactbase.db import Database
+from contactbase.settings import Settings
+from contactbase.webhooks.worker import WebhookWorker
+from tests.webhooks.receivers import Receiver, running_receiver
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=None,
+        export_dir=tmp_path / "exports",
+        webhook_allow_private=True,
+        webhook_retry_schedule="0.2,0.2",
+        webhook_poll_seconds=0.1,
+    )
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture
+async def worker(db: Database, settings: Settings) -> AsyncIterator[WebhookWorker]:
+    webhooks = WebhookWorker(db, settings)
+    yield webhooks
+    await webhooks.close()
