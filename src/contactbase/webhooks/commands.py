@@ -6,7 +6,7 @@ import typer
 
 from contactbase.errors import ApiError
 from contactbase.settings import Settings
-from contactbase.terminal import JsonFlag, console, fail, run, show
+from contactbase.terminal import JsonFlag, fail, run, show
 from contactbase.webhooks import service
 from contactbase.webhooks.service import EVENT_TYPES, endpoint_view
 
@@ -41,7 +41,7 @@ def webhook_create(
         raise fail(error, as_json) from None
     show({**endpoint_view(endpoint), "secret": secret}, as_json)
     if not as_json:
-        console.print(KEEP_SECRET)
+        typer.echo(KEEP_SECRET)
 
 
 @webhook_app.command("list")
@@ -95,7 +95,7 @@ def webhook_rotate_secret(endpoint_id: int, as_json: JsonFlag = False) -> None:
         raise fail(error, as_json) from None
     show({**endpoint_view(endpoint), "secret": secret}, as_json)
     if not as_json:
-        console.print(KEEP_SECRET)
+        typer.echo(KEEP_SECRET)
 
 
 @webhook_app.command("deliveries")

@@ -121,9 +121,15 @@ class Sender:
     """Sends webhook POSTs, one pooled client per endpoint; close() when done."""
 
     def __init__(
-        self, *, timeout: float = 10.0, allow_private: bool = False, resolve: Resolve | None = None
+        self,
+        *,
+        timeout: float = 10.0,
+        allow_private: bool = False,
+        resolve: Resolve | None = None,
+        connections: int = 4,
     ) -> None:
         self.timeout = timeout
+        self.connections = connections  # per endpoint: as many as may be in flight to one
         self.allow_private = allow_private
         self.resolve = resolve or resolve_host
         self._clients: dict[Hashable, tuple[Origin, httpx.AsyncClient]] = {}
@@ -182,7 +188,9 @@ class Sender:
             trust_env=False,  # no proxy, no netrc from the environment
             verify=True,
             timeout=None,  # post's own timeout bounds the whole exchange, not each phase
-            limits=httpx.Limits(max_connections=4, max_keepalive_connections=2),
+            limits=httpx.Limits(
+                max_connections=self.connections, max_keepalive_connections=self.connections
+            ),
         )
         self._clients[key] = (origin, client)
         if held is not None:

@@ -17,11 +17,13 @@ from typing import NamedTuple
 
 import orjson
 
+from contactbase import __version__
 from contactbase.contacts.schemas import wire_time
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32  # the specification asks for 24 to 64
 MESSAGE_PREFIX = "msg_"
+USER_AGENT = f"contactbase-webhooks/{__version__}"
 
 
 class Event(NamedTuple):
@@ -75,4 +77,5 @@ def headers(
         "webhook-timestamp": str(timestamp),
         "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
+        "user-agent": USER_AGENT,
     }

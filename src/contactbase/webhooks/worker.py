@@ -26,7 +26,9 @@ class WebhookWorker:
         self.db = db
         self.settings = settings
         self.sender = Sender(
-            timeout=settings.webhook_timeout_seconds, allow_private=settings.webhook_allow_private
+            timeout=settings.webhook_timeout_seconds,
+            allow_private=settings.webhook_allow_private,
+            connections=settings.webhook_in_flight_per_endpoint,
         )
         self.in_flight: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()
