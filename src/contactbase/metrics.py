@@ -38,6 +38,12 @@ class Metrics:
             "Requests answered 503: database unavailable.",
             registry=self.registry,
         )
+        self.webhook_attempts = Counter(
+            "contactbase_webhook_attempts",
+            "Webhook delivery attempts, by outcome: delivered (a 2xx) or failed (anything else).",
+            ["outcome"],
+            registry=self.registry,
+        )
         # The labelled children of each request's two metrics, by their labels
         # (prometheus_client finds them under a lock, at a cost on every request).
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

@@ -5,9 +5,11 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from fastapi import FastAPI
 
 from contactbase.db import Database
 from contactbase.settings import Settings
+from contactbase.state import state_of
 from contactbase.webhooks.worker import WebhookWorker
 from tests.webhooks.receivers import Receiver, running_receiver
 
@@ -31,7 +33,9 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-async def worker(db: Database, settings: Settings) -> AsyncIterator[WebhookWorker]:
-    webhooks = WebhookWorker(db, settings)
+async def worker(app: FastAPI, db: Database, settings: Settings) -> AsyncIterator[WebhookWorker]:
+    """A worker beside the app (the app's own runs only in its lifespan), counting in its
+    metrics."""
+    webhooks = WebhookWorker(db, settings, state_of(app).metrics)
     yield webhooks
     await webhooks.close()

@@ -13,6 +13,7 @@ import logging
 import time
 
 from contactbase.db import Database, is_unavailable
+from contactbase.metrics import Metrics
 from contactbase.settings import Settings
 from contactbase.webhooks import queue, signing
 from contactbase.webhooks.queue import Claim
@@ -22,9 +23,10 @@ log = logging.getLogger("contactbase.webhooks")
 
 
 class WebhookWorker:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, metrics: Metrics | None = None) -> None:
         self.db = db
         self.settings = settings
+        self.metrics = metrics
         self.sender = Sender(
             timeout=settings.webhook_timeout_seconds,
             allow_private=settings.webhook_allow_private,
@@ -37,14 +39,18 @@ class WebhookWorker:
         """A round every `webhook_poll_seconds` (sooner when an attempt frees a slot) until
         cancelled; the attempts in flight are then cancelled, and their leases run out."""
         try:
+            failing: str | None = None  # logged once, not every round
             while True:
                 try:
                     await self.run_once()
+                    failing = None
                 except Exception as exc:  # the loop must outlive any one failure
-                    if is_unavailable(exc):
-                        log.warning("webhook worker: database unavailable: %r", exc)
-                    else:
-                        log.exception("webhook worker: unexpected failure")
+                    if repr(exc) != failing:
+                        failing = repr(exc)
+                        if is_unavailable(exc):
+                            log.warning("webhook worker: database unavailable: %r", exc)
+                        else:
+                            log.exception("webhook worker: unexpected failure")
                 self._freed.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), self.settings.webhook_poll_seconds)
@@ -83,6 +89,8 @@ class WebhookWorker:
         timestamp = int(time.time())
         headers = signing.headers(claimed.secrets, claimed.message_id, timestamp, claimed.body)
         answer = await self.sender.post(claimed.endpoint_id, claimed.url, claimed.body, headers)
+        if self.metrics is not None:
+            self.metrics.webhook_attempts.labels("delivered" if answer.ok else "failed").inc()
         try:
             await queue.record(self.db, claimed, answer, self.settings)
         except Exception as exc:
