@@ -16,7 +16,15 @@ from contactbase.migrations import schema_head
 from contactbase.ratelimit import DEFAULT_LIMITS
 from tests.factories import CONTACTS, SEED, answered, bearer
 
-SPACE_KEYS = {"id", "name", "status", "timezone", "rate_limits", "created_at"}
+SPACE_KEYS = {
+    "id",
+    "name",
+    "status",
+    "timezone",
+    "rate_limits",
+    "custom_field_labels",
+    "created_at",
+}
 KEY_KEYS = {"id", "space_id", "name", "prefix", "permissions", "created_at", "key"}
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ")
 KEY = re.compile(r"cb_[A-Za-z0-9_-]{43,}")
@@ -68,6 +76,7 @@ def test_space_create_prints_one_json_value(cli: Cli) -> None:
         "status": "active",
         "timezone": "Europe/Paris",
         "rate_limits": DEFAULT_LIMITS,
+        "custom_field_labels": {},
         "created_at": space["created_at"],
     }
     assert TIMESTAMP.fullmatch(space["created_at"])
@@ -365,3 +374,36 @@ def test_a_key_may_erase_only_when_asked_for(cli: Cli) -> None:
     assert cli.json("key", "create", space)["permissions"] == ["contacts:read", "contacts:write"]
     erasing = cli.json("key", "create", space, "--permission", "contacts:delete")
     assert erasing["permissions"] == ["contacts:delete"]
+
+
+def test_labels_name_slots_uniquely_within_a_space(cli: Cli) -> None:
+    space = str(cli.json("space", "create", "Acme")["id"])
+    other = str(cli.json("space", "create", "Other")["id"])
+    labelled = cli.json("space", "set-label", space, "profile_field_16", " Lifetime value ")
+    assert labelled["custom_field_labels"] == {"profile_field_16": "Lifetime value"}
+    cli.json("space", "set-label", space, "profile_field_1", "Plan")
+    shown = cli.json("space", "show", space)["custom_field_labels"]
+    assert shown == {"profile_field_1": "Plan", "profile_field_16": "Lifetime value"}
+    taken = error_line(cli("space", "set-label", space, "profile_field_2", "Plan"))
+    assert taken == "error: The label 'Plan' already names profile_field_1 in this Space."
+    assert cli.json("space", "set-label", other, "profile_field_2", "Plan")["custom_field_labels"]
+    relabelled = cli.json("space", "set-label", space, "profile_field_1", "Tier")
+    assert relabelled["custom_field_labels"]["profile_field_1"] == "Tier"
+    cleared = cli.json("space", "set-label", space, "profile_field_16", "--clear")
+    assert cleared["custom_field_labels"] == {"profile_field_1": "Tier"}
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("profile_field_31", "X"), "profile_field_1 to profile_field_30"),
+        (("profile_field_1", "profile_field_2"), "must not look like a slot's name"),
+        (("profile_field_1", "   "), "1 to 100 printable characters"),
+        (("profile_field_1",), "Give a LABEL, or --clear"),
+        (("profile_field_1", "X", "--clear"), "Give a LABEL, or --clear"),
+    ],
+)
+def test_a_bad_label_is_one_line(cli: Cli, args: tuple[str, ...], says: str) -> None:
+    space = str(cli.json("space", "create", "Acme")["id"])
+    assert says in error_line(cli("space", "set-label", space, *args))
+    assert cli.json("space", "show", space)["custom_field_labels"] == {}

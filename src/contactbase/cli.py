@@ -116,6 +116,23 @@ def space_set_limit(
     _space_command(lambda s, i: service.set_limit(s, i, endpoint, per_minute), space_id, as_json)
 
 
+@space_app.command("set-label")
+def space_set_label(
+    space_id: int,
+    slot: Annotated[str, typer.Argument(help="profile_field_1 to profile_field_30.")],
+    label: Annotated[str | None, typer.Argument(help="The slot's name in this Space.")] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Remove the slot's label.")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Name a custom-field slot: the list shows it under that name with
+    use_custom_field_labels=1. Labels are unique within a Space."""
+    if (label is None) != clear:
+        raise fail(ApiError("Give a LABEL, or --clear to remove the slot's label."), as_json)
+    _space_command(
+        lambda s, i: service.set_label(s, i, slot, label), space_id, as_json, changes_access=False
+    )
+
+
 @key_app.command("create")
 def key_create(
     space_id: int,

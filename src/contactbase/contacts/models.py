@@ -1,8 +1,10 @@
 """Storage of contacts and their emails, phones, names and locations."""
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     DateTime,
@@ -20,6 +22,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contactbase.db import Base, Id
+
+# The number and date slots (custom_fields.py), each indexed for the list's filters.
+INDEXED_SLOTS = range(16, 31)
 
 
 class Contact(Base):
@@ -42,6 +47,18 @@ class Contact(Base):
             "created_at",
             postgresql_where=text("merged_into_id IS NULL"),
             sqlite_where=text("merged_into_id IS NULL"),
+        ),
+        # custom_field_filters on number and date slots (SPEC 6.7): by Space, partial, so a
+        # contact without the slot costs these indexes nothing.
+        *(
+            Index(
+                f"ix_contacts_space_id_profile_field_{n}",
+                "space_id",
+                f"profile_field_{n}",
+                postgresql_where=text(f"profile_field_{n} IS NOT NULL"),
+                sqlite_where=text(f"profile_field_{n} IS NOT NULL"),
+            )
+            for n in INDEXED_SLOTS
         ),
         {"sqlite_autoincrement": True},  # ids are never reused, so cursors stay meaningful
     )
@@ -170,6 +187,8 @@ class Export(Base):
     completed_at: Mapped[datetime | None] = mapped_column(DateTime())
     contacts: Mapped[int | None] = mapped_column(Integer)
     failure: Mapped[str | None] = mapped_column(Text)
+    # custom_field_filters, as the request sent them (validated); none: every contact.
+    filters: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
 
 class IdempotentRequest(Base):

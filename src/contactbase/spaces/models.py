@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, String, Text
+from sqlalchemy import JSON, CheckConstraint, DateTime, ForeignKey, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contactbase.db import Base, Id
@@ -19,6 +19,10 @@ class Space(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     # Per-endpoint overrides of the default per-minute limits, e.g. {"create": 120}.
     rate_limits: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Names of custom-field slots for `use_custom_field_labels`, e.g. {"profile_field_1": "Plan"}.
+    custom_field_labels: Mapped[dict[str, str]] = mapped_column(
+        JSON, default=dict, server_default=text("'{}'")
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime())
 
 

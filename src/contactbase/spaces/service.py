@@ -1,6 +1,7 @@
 """Spaces and their API keys: the rules the CLI and the HTTP layer share."""
 
 import hashlib
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,11 +12,13 @@ import orjson
 from sqlalchemy import Text, bindparam, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contactbase.contacts.custom_fields import SLOTS
 from contactbase.db import utcnow
 from contactbase.errors import InvalidInput, NotFound, SpaceInactive, Unauthenticated, invalid
 from contactbase.prepared import Connection, Prepared
 from contactbase.ratelimit import DEFAULT_LIMITS, ENDPOINTS
 from contactbase.spaces.models import ApiKey, ServiceSecret, Space
+from contactbase.validation import has_control_characters
 
 PERMISSIONS = ("contacts:read", "contacts:write", "contacts:delete")
 # A key gets these unless others are asked for; erasing (contacts:delete) is never a default.
@@ -96,6 +99,37 @@ async def set_limit(session: AsyncSession, space_id: int, endpoint: str, per_min
         raise invalid("per_minute", "The limit must be zero or more requests per minute.")
     space = await get_space(session, space_id)
     space.rate_limits = {**space.rate_limits, endpoint: per_minute}
+    await session.flush()
+    return space
+
+
+# A label may not look like a slot's name: the list's keys would then collide.
+SLOT_NAME = re.compile(r"profile_field_[0-9]+")
+MAX_LABEL = 100
+
+
+async def set_label(session: AsyncSession, space_id: int, slot: str, label: str | None) -> Space:
+    """Name a custom-field slot for `use_custom_field_labels` (None: the slot keeps its name).
+    A label is unique within the Space."""
+    if slot not in SLOTS:
+        raise invalid(
+            "slot", f"The slot must be one of profile_field_1 to profile_field_30 ({slot!r})."
+        )
+    space = await get_space(session, space_id)
+    labels = {name: text for name, text in space.custom_field_labels.items() if name != slot}
+    if label is not None:
+        label = label.strip()
+        if not label or len(label) > MAX_LABEL or has_control_characters(label):
+            raise invalid(
+                "label", f"The label must be 1 to {MAX_LABEL} printable characters ({label!r})."
+            )
+        if SLOT_NAME.fullmatch(label):
+            raise invalid("label", f"The label must not look like a slot's name ({label!r}).")
+        taken = next((name for name, text in labels.items() if text == label), None)
+        if taken is not None:
+            raise invalid("label", f"The label {label!r} already names {taken} in this Space.")
+        labels[slot] = label
+    space.custom_field_labels = dict(sorted(labels.items(), key=lambda item: SLOTS.index(item[0])))
     await session.flush()
     return space
 
@@ -229,6 +263,7 @@ def space_view(space: Space) -> dict[str, Any]:
         "status": space.status,
         "timezone": space.timezone,
         "rate_limits": effective_limits(space),
+        "custom_field_labels": space.custom_field_labels,
         "created_at": space.created_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
 
