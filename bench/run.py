@@ -8,7 +8,8 @@ get is pgbench running the very statements those requests run, prepared as the a
 them, over as many connections as the app holds; their ratios are the medians of rounds (each
 the app's run, then its ceiling's, on a fresh server); a ratio above 1 fails the run. A cold start
 runs on a freshly migrated database. Batches of 1,000 contacts (bench/batch.py) run beside
-COPY of the same rows. Prints a table and writes bench/results/latest.json.
+COPY of the same rows; webhook deliveries per second to a local receiver (bench/webhooks.py).
+Prints a table and writes bench/results/latest.json.
 `--quick`: create, get, re-send and the cold start.
 """
 
@@ -49,6 +50,8 @@ from harness import (
     start_server,
 )
 from procs import workers_of
+
+import webhooks  # bench/webhooks.py (isort places it apart, taking it for tests/webhooks)
 
 
 def sql_literal(value: Any) -> str:
@@ -251,6 +254,7 @@ def main() -> None:
         results[f"{mode}_ratio_rounds"] = ratios
     if not args.quick:
         results.update(batch.scenarios(port, 4, 40, tag))
+        results["webhooks"] = webhooks.scenarios(events=5_000, rounds=3)
         # The two sizes measured alike, one after the other: each after a CHECKPOINT (so that
         # neither pays for the writes before it) on a fresh server.
         for size, label in ((None, "create_at_small"), (1_000_000, "create_at_1m")):
@@ -388,6 +392,7 @@ def print_table(summary: dict[str, Any]) -> None:
         "batch_ratio",
         "sqlite_batch_new",
         "sqlite_batch_half_merge",
+        "webhooks",
     ):
         if name in summary:
             print(f"{name}: {summary[name]}")

@@ -1,16 +1,18 @@
 """Fault injection: contactbase on a private PostgreSQL, under load, while its database sessions
 are terminated, PostgreSQL is stopped and started, PostgreSQL crashes (kill -9 of the
 postmaster), and the server is killed with SIGKILL and restarted by a supervisor; then the
-database is checked for lost and half-written contacts.
+database is checked for lost and half-written contacts, and a webhook receiver subscribed to the
+Space for every event of its change feed.
 
 Usage: .venv/bin/python reliability/faults.py [--rounds 3] [--clients 16] [--keep-logs DIR]
 The last line is `faults: sent=N acknowledged=N refused=N lost=N partial=N recovery_s=X
-failures=N`; the exit status is non-zero when anything acknowledged was lost, anything is
-half-written, the service took 5 s or more to recover from a fault, any request was answered
-500, a request went unanswered (or answered other than 2xx or 503) outside the faults' windows,
-the server died when it was not killed, or an answer (at the time, or read back at the end)
-lacked an email acknowledged before it or showed an update other than the one sent. See
-docs/reliability.md.
+failures=N events=N delivered=N missing=N duplicates=N`; the exit status is non-zero when
+anything acknowledged was lost, anything is half-written, the service took 5 s or more to
+recover from a fault, any request was answered 500, a request went unanswered (or answered other
+than 2xx or 503) outside the faults' windows, the server died when it was not killed, an answer
+(at the time, or read back at the end) lacked an email acknowledged before it or showed an update
+other than the one sent, an event of the feed never reached the webhook receiver, or a webhook
+message had a bad signature or differed from its event. See docs/reliability.md.
 """
 
 import argparse
@@ -33,7 +35,9 @@ from typing import Any, NoReturn
 
 import httpx
 from audit import Findings, audit, normal_form
+from delivery import Delivery, await_delivery
 from postgres import PrivateServer
+from receiver import Receiver
 from supervisor import Supervisor
 from workload import Load, counts
 
@@ -43,6 +47,21 @@ RECOVERY_LIMIT = 5.0  # the target: back to acknowledging writes within this
 WAIT_LIMIT = 20.0  # how long to wait for a recovery before calling it missing
 MAX_REQUESTS = 200_000
 READ_BACK = 300  # acknowledged creates read back through the API at the end
+# After the load, the webhook receiver must hear every event. The wait gives up when nothing
+# new was heard for longer than the lease (the timeout, 10 s, and 20 s more) of a message whose
+# server was killed mid-attempt, plus a retry; or after DELIVERY_LIMIT in all.
+DELIVERY_STALL = 45.0
+DELIVERY_LIMIT = 600.0  # `make faults` leaves about 10,000 events; 2 minutes to drain
+WEBHOOK_SETTINGS = {
+    "CONTACTBASE_WEBHOOK_ALLOW_PRIVATE": "true",  # the receiver is on 127.0.0.1
+    # Retries within seconds, so that a message that failed in a fault is sent again in the run.
+    "CONTACTBASE_WEBHOOK_RETRY_SCHEDULE": "1,1,2,2,5,5,10,10",
+    # The run checks that every event arrives, not how fast: with the defaults (4 in flight per
+    # endpoint, a round every 0.5 s) one process drains the backlog the load leaves at less than
+    # half the pace, too slowly for CI (docs/reliability.md).
+    "CONTACTBASE_WEBHOOK_IN_FLIGHT_PER_ENDPOINT": "32",
+    "CONTACTBASE_WEBHOOK_POLL_SECONDS": "0.1",
+}
 
 
 @dataclass
@@ -182,9 +201,14 @@ async def read_back(base_url: str, key: str, load: Load, sample: int) -> Counter
 
 
 async def exercise(
-    pg: PrivateServer, supervisor: Supervisor, key: str, args: argparse.Namespace
-) -> tuple[Load, list[Fault], Counter[str], Counter[str]]:
-    """Serve, load, inject the faults, stop the load, read a sample back through the API."""
+    pg: PrivateServer,
+    supervisor: Supervisor,
+    key: str,
+    webhooks: tuple[Receiver, list[int]],
+    args: argparse.Namespace,
+) -> tuple[Load, list[Fault], Counter[str], Counter[str], Delivery]:
+    """Serve, load, inject the faults, stop the load, read a sample back through the API, wait
+    for the webhook receiver to hear every event (while the server still runs, as it sends)."""
     base_url = f"http://127.0.0.1:{supervisor.port}"
     await supervisor.start()
     load = Load(base_url, key, args.clients, MAX_REQUESTS, args.seed)
@@ -197,9 +221,16 @@ async def exercise(
         await running
     log(f"  load: {args.clients} clients for {time.monotonic() - began:.1f} s")
     outcomes = await read_back(base_url, key, load, READ_BACK)
+    delivery = await await_delivery(pg.url, *webhooks, DELIVERY_STALL, DELIVERY_LIMIT)
+    shown = "every event" if not delivery.missing_count else "NOT every event"
+    log(
+        f"  webhooks: {delivery.heard_before} events heard by the end of the read-back; "
+        f"{shown} heard {delivery.waited:.1f} s later"
+    )
     found = failures(load, faults, supervisor)  # before the stop adds the last exit
+    found.update(delivery.problems)
     await supervisor.stop()
-    return load, faults, outcomes, found
+    return load, faults, outcomes, found, delivery
 
 
 def server_log_summary(path: Path) -> Counter[str]:
@@ -221,6 +252,7 @@ def report(
     outcomes: Counter[str],
     found: Counter[str],
     findings: Findings,
+    delivery: Delivery,
     server_log: Path,
 ) -> tuple[str, bool]:
     """Print the details; return the last line and whether the run passed."""
@@ -238,6 +270,14 @@ def report(
     log(f"  database: {aliases}; {findings.checked} acknowledged creates checked")
     for problem, examples in findings.examples.items():
         log(f"  problem: {problem}: {'; '.join(examples)}")
+    for line in delivery.queue:
+        log(f"  webhooks: {line}")
+    for problem, examples in delivery.examples.items():
+        log(f"  webhook problem: {problem}: {'; '.join(examples)}")
+    if delivery.missing_count:
+        log(f"  webhooks: {delivery.unnumbered} events never numbered; the first missing:")
+        for detail in delivery.details:
+            log(f"    {detail}")
     figures = counts(load.ledger)
     log(f"  other answers: {figures['other']} (no answer, or a status neither 2xx nor 503)")
     for failure, n in found.items():
@@ -251,19 +291,27 @@ def report(
         and worst < RECOVERY_LIMIT
         and set(outcomes) <= {"complete"}
         and not found
+        and delivery.missing_count == 0
     )
     last = (
         f"faults: sent={figures['sent']} acknowledged={figures['acknowledged']} "
         f"refused={figures['refused']} lost={findings.lost} partial={partial} "
-        f"recovery_s={worst:.2f} failures={sum(found.values())}"
+        f"recovery_s={worst:.2f} failures={sum(found.values())} events={delivery.events} "
+        f"delivered={delivery.delivered} missing={delivery.missing_count} "
+        f"duplicates={delivery.duplicates}"
     )
     return last, passed
 
 
 def run(
-    pg: PrivateServer, root: Path, args: argparse.Namespace, server: list[Supervisor]
+    pg: PrivateServer,
+    root: Path,
+    args: argparse.Namespace,
+    server: list[Supervisor],
+    receiver: Receiver,
 ) -> tuple[str, bool]:
-    """Set up the database, Space and key; exercise; audit: the last line, and whether it passed."""
+    """Set up the database, Space, key and webhook endpoint; exercise; audit: the last line, and
+    whether it passed."""
     pg.initdb()
     pg.start()
     asyncio.run(pg.create_database())
@@ -271,6 +319,7 @@ def run(
         **os.environ,
         "CONTACTBASE_DATABASE_URL": pg.url,
         "CONTACTBASE_EXPORT_DIR": str(root / "exports"),
+        **WEBHOOK_SETTINGS,
     }
     env.pop("CONTACTBASE_REDIS_URL", None)  # one worker, counting in memory
     contactbase(env, "migrate")
@@ -278,12 +327,18 @@ def run(
     for endpoint in ("create", "get", "update"):
         contactbase(env, "space", "set-limit", space_id, endpoint, "1000000000")
     key = contactbase(env, "key", "create", space_id)["key"]
+    receiver.start()
+    endpoint = contactbase(env, "webhook", "create", space_id, receiver.url_for(int(space_id)))
+    receiver.expect(int(space_id), endpoint["secret"])
     port = free_port()
     log(f"  PostgreSQL on 127.0.0.1:{pg.port} in {pg.data}; contactbase on 127.0.0.1:{port}")
     server.append(Supervisor(port, env, root / "contactbase.log"))
-    load, faults, outcomes, found = asyncio.run(exercise(pg, server[0], key, args))
+    webhooks = (receiver, [int(space_id)])
+    load, faults, outcomes, found, delivery = asyncio.run(
+        exercise(pg, server[0], key, webhooks, args)
+    )
     findings = asyncio.run(audit(pg.url, int(space_id), load.ledger))
-    return report(load, faults, outcomes, found, findings, server[0].log)
+    return report(load, faults, outcomes, found, findings, delivery, server[0].log)
 
 
 def on_sigterm(_signal: int, _frame: object) -> NoReturn:
@@ -307,11 +362,13 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="contactbase-faults-"))
     pg = PrivateServer(root, free_port())
     server: list[Supervisor] = []
+    receiver = Receiver()
     try:
-        last, passed = run(pg, root, args, server)
+        last, passed = run(pg, root, args, server, receiver)
     finally:
         for supervisor in server:
             supervisor.kill_now()
+        receiver.stop()
         pg.destroy()
         if args.keep_logs:
             args.keep_logs.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,9 @@
 """The benchmarks' own parts run (their figures are for `make bench`, never asserted here): the
-plain-sqlite3 ceilings of bench/embedded.py on a migrated file, and the pgbench scripts of
-bench/run.py built from the app's statements."""
+plain-sqlite3 ceilings of bench/embedded.py on a migrated file, the pgbench scripts of
+bench/run.py built from the app's statements, and a few events through bench/webhooks.py."""
 
 import asyncio
+import importlib
 import sys
 from pathlib import Path
 
@@ -20,6 +21,8 @@ import floor  # noqa: E402
 import run  # noqa: E402
 from database import fresh_database  # noqa: E402
 from harness import make_key  # noqa: E402
+
+webhooks = importlib.import_module("webhooks")  # bench/webhooks.py, not contactbase's package
 
 
 def test_the_sqlite_ceilings_run(tmp_path: Path) -> None:
@@ -74,3 +77,13 @@ async def test_the_batch_bodies_and_the_copy_ceiling_run(
         await make_key(database_url)
         ceiling = await asyncio.to_thread(batch.copy_ceiling, database_url, 1, "ceiling", 2, 2)
         assert ceiling > 0
+
+
+def test_the_webhook_throughput_runs(database_url: str, is_postgres: bool, redis_url: str) -> None:
+    """bench/webhooks.py, a few events on a database of its own beside the test database,
+    reports a rate for one endpoint and for four."""
+    if not is_postgres:
+        pytest.skip("bench/webhooks.py serves PostgreSQL")
+    figures = webhooks.scenarios(20, 1, database_url + "_bench_webhooks", redis_url)
+    assert figures["endpoints_1"]["events_per_s"] > 0
+    assert figures["endpoints_4"]["messages_per_s"] > 0
