@@ -117,22 +117,33 @@ def _schema(kinds: list[type[ApiError]]) -> dict[str, Any]:
     return {"anyOf": [_ref(body) for body in bodies]}
 
 
-def _parameters(operation: Operation) -> list[dict[str, Any]]:
+def _parameters(operation: Operation, definitions: dict[str, Any]) -> list[dict[str, Any]]:
+    """The operation's path and query parameters; the schemas the query's name are added to
+    `definitions`. A query parameter that holds objects (custom_field_filters) is described
+    as JSON in the query string, OpenAPI's `content` form."""
     parameters = [
         {"name": name, "in": "path", "required": True, **spec}
         for name, spec in operation.parameters.items()
     ]
     if operation.idempotent:
         parameters.append(IDEMPOTENCY_KEY)
-    schema = operation.query.model_json_schema()
+    schema = operation.query.model_json_schema(ref_template="#/components/schemas/{model}")
+    definitions.update(schema.get("$defs", {}))
     for name, field in schema.get("properties", {}).items():
+        described = {"description": field["description"]} if "description" in field else {}
+        listed = next((one for one in field.get("anyOf", [field]) if "items" in one), None)
+        if listed is not None and "$ref" in listed["items"]:
+            described = {"description": listed.get("description", "")}
+            form = {"content": {"application/json": {"schema": listed}}}
+        else:
+            form = {"schema": field}
         parameters.append(
             {
                 "name": name,
                 "in": "query",
                 "required": name in schema.get("required", ()),
-                "schema": field,
-                **({"description": field["description"]} if "description" in field else {}),
+                **form,
+                **described,
             }
         )
     return parameters
@@ -155,6 +166,7 @@ def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
         list(dict.fromkeys(wanted)), ref_template="#/components/schemas/{model}"
     )
     paths: dict[str, Any] = {}
+    schemas: dict[str, Any] = definitions.get("$defs", {})
     for operation in api.operations:
         kinds = EVERY + operation.errors
         if operation.access is not None:
@@ -188,7 +200,7 @@ def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
             "summary": operation.summary,
             "description": (operation.handler.__doc__ or "").strip(),
             "operationId": operation.operation_id,
-            "parameters": _parameters(operation),
+            "parameters": _parameters(operation, schemas),
             "responses": responses,
             "security": [{name: []} for name in SECURITY_SCHEME] if operation.access else [],
         }
@@ -198,7 +210,7 @@ def public_api(api: Api) -> tuple[dict[str, Any], dict[str, Any]]:
                 "content": {"application/json": {"schema": refs[(operation.body, "validation")]}},
             }
         paths.setdefault(operation.path, {})[operation.method.lower()] = document
-    return paths, definitions.get("$defs", {})
+    return paths, schemas
 
 
 def complete_document(document: dict[str, Any], api: Api) -> dict[str, Any]:

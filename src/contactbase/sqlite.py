@@ -53,6 +53,12 @@ def configure(connection: Any, *, busy_timeout_ms: int = BUSY_TIMEOUT_MS) -> Non
         if not (in_wal and pragma == "journal_mode=WAL"):
             cursor.execute(f"PRAGMA {pragma}")
     cursor.close()
+    # What PostgreSQL does with ICU for custom_field_filters, SQLite does in Python. Imported
+    # here: the filters' module imports the models, and they this module (through db).
+    from contactbase.contacts.filter_clauses import fold_case, has_word
+
+    connection.create_function("contactbase_fold", 1, fold_case, deterministic=True)
+    connection.create_function("contactbase_has_word", 2, has_word, deterministic=True)
 
 
 def _busy(exc: sqlite3.OperationalError) -> bool:

@@ -49,6 +49,22 @@ MESSAGES = {
     "date_order": "The {field} field must be a date after or equal to start_date ({value}).",
     "cursor": "The {field} field is not a valid cursor ({value}).",
     "positive_integer": "The {field} field must be a positive integer ({value}).",
+    "filter_field": "The {field} field must be one of profile_field_1 to profile_field_30 "
+    "({value}).",
+    "filter_operator": "The {field} field must be one of {allowed} for a {slot_type} slot "
+    "({value}).",
+    "filter_operator_unknown": "The {field} field must be one of {allowed} ({value}).",
+    "filter_value_required": "The {field} field is required with the {operator} operator.",
+    "filter_value_unexpected": "The {field} field must be left out with the {operator} "
+    "operator ({value}).",
+    "filter_date": "The {field} field must be a date: YYYY-MM-DD ({value}).",
+    "filter_days": "The {field} field must be a whole number of days, 0 to {max} ({value}).",
+    "filter_date_order": "The {field} field must be a date after or equal to start ({value}).",
+    "filter_json": "The {field} field must be valid JSON, an array of conditions ({error}).",
+    "filter_parameter": "The {field} field must be sent as JSON or as "
+    "custom_field_filters[N][field], [operator], [value], [start] and [end], N a whole "
+    "number ({value}).",
+    "filter_forms": "The {field} field must be sent either as JSON or in brackets, not both.",
 }
 
 

@@ -385,9 +385,9 @@ async def test_a_person_erased_while_the_export_runs_is_not_in_its_file(
     read = worker._batch
     reads = 0
 
-    async def read_then_erase(claim: Any, after: int) -> list[Any]:
+    async def read_then_erase(claim: Any, chosen: Any, after: int) -> list[Any]:
         nonlocal reads
-        rows = await read(claim, after)
+        rows = await read(claim, chosen, after)
         reads += 1
         if reads == 1:
             assert people[2]["id"] in [row.id for row in rows]

@@ -44,7 +44,8 @@ def parse_custom_date(text: str) -> str:
             moment = moment.astimezone(UTC)
     except (ValueError, OverflowError):
         raise ValueRejected("custom_date") from None
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    # isoformat, not strftime: %Y leaves a year before 1000 unpadded, out of the text's order.
+    return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
 CustomText = Annotated[str, AfterValidator(clean_custom_text)]

@@ -14,18 +14,23 @@ import hmac
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from contactbase.contacts import filter_clauses
+from contactbase.contacts.filters import Condition
 from contactbase.contacts.models import Contact, Export, Tombstone
+from contactbase.contacts.reads import today_in
 from contactbase.db import Database, is_unavailable, utcnow
 from contactbase.errors import NotFound
+from contactbase.spaces.models import Space
 from contactbase.validation import show
 
 log = logging.getLogger("contactbase.exports")
@@ -39,9 +44,14 @@ MAX_ATTEMPTS = 3
 
 
 async def queue_export(
-    session: AsyncSession, space_id: int, start: datetime, end: datetime
+    session: AsyncSession,
+    space_id: int,
+    start: datetime,
+    end: datetime,
+    conditions: Sequence[Condition] = (),
 ) -> Export:
-    """Queue an export of the Space's contacts created in [start, end) (UTC)."""
+    """Queue an export of the Space's contacts created in [start, end) (UTC) that meet the
+    custom_field_filters `conditions`."""
     export = Export(
         id=str(uuid.uuid4()),
         space_id=space_id,
@@ -50,6 +60,7 @@ async def queue_export(
         window_end=end,
         created_at=utcnow(),
         attempts=0,
+        filters=[condition.model_dump() for condition in conditions] or None,
     )
     session.add(export)
     await session.flush()
@@ -110,6 +121,7 @@ class Claim:
     window_start: datetime
     window_end: datetime
     attempt: int
+    filters: list[dict[str, Any]] | None
 
 
 class ExportWorker:
@@ -185,6 +197,7 @@ class ExportWorker:
                         Export.window_start,
                         Export.window_end,
                         Export.attempts,
+                        Export.filters,
                     )
                 )
             ).one_or_none()
@@ -210,19 +223,32 @@ class ExportWorker:
         pass reaches it is not read, one erased after may be; the Space's count of erasures,
         the same at both ends of a pass, says none was. After ERASURE_PASSES passes that each
         met an erasure, the export fails (ask again)."""
+        chosen = await self._filters(claim)
         for _pass in range(ERASURE_PASSES):
             erased = await self._erasures(claim.space_id)
-            count = await self._write_pass(claim)
+            count = await self._write_pass(claim, chosen)
             if await self._erasures(claim.space_id) == erased:
                 return count
         raise RuntimeError("contacts of the Space kept being erased while the export was written")
+
+    async def _filters(self, claim: Claim) -> list[ColumnElement[bool]]:
+        """The export's custom_field_filters as clauses, in its Space's timezone today."""
+        if not claim.filters:
+            return []
+        async with self.db.reader() as session, session.begin():
+            timezone = await session.scalar(
+                select(Space.timezone).where(Space.id == claim.space_id)
+            )
+        zone = timezone or "UTC"
+        conditions = [Condition.model_validate(stored) for stored in claim.filters]
+        return filter_clauses.where(conditions, zone, today_in(zone))
 
     async def _erasures(self, space_id: int) -> int:
         async with self.db.reader() as session, session.begin():
             query = select(func.count()).select_from(Tombstone)
             return int(await session.scalar(query.where(Tombstone.space_id == space_id)) or 0)
 
-    async def _write_pass(self, claim: Claim) -> int:
+    async def _write_pass(self, claim: Claim, chosen: list[ColumnElement[bool]]) -> int:
         """Stream the contacts to a gzip file in batches: memory stays flat whatever the size."""
         self.directory.mkdir(parents=True, exist_ok=True)
         final = self.directory / file_name(claim.id, claim.attempt)
@@ -230,7 +256,7 @@ class ExportWorker:
         count, after, renewed = 0, 0, time.monotonic()
         with gzip.open(partial, "wb") as out:
             while True:
-                rows = await self._batch(claim, after)
+                rows = await self._batch(claim, chosen, after)
                 if not rows:
                     break
                 await asyncio.to_thread(_write_lines, out, rows)
@@ -243,7 +269,9 @@ class ExportWorker:
         partial.rename(final)
         return count
 
-    async def _batch(self, claim: Claim, after: int) -> list[Any]:
+    async def _batch(
+        self, claim: Claim, chosen: list[ColumnElement[bool]], after: int
+    ) -> list[Any]:
         async with self.db.reader() as session, session.begin():
             result = await session.execute(
                 select(
@@ -260,6 +288,7 @@ class ExportWorker:
                     Contact.created_at >= claim.window_start,
                     Contact.created_at < claim.window_end,
                     Contact.id > after,
+                    *chosen,
                 )
                 .order_by(Contact.id)
                 .limit(BATCH_SIZE)

@@ -34,25 +34,30 @@ def _unb64(text: str) -> bytes:
     return data
 
 
-def _tag(payload: bytes, key: bytes, space_id: int) -> bytes:
-    # The Space is part of the signed message: a cursor only works where it was issued.
+def _tag(payload: bytes, key: bytes, space_id: int, bound: str) -> bytes:
+    # The Space and the filters (`bound`) are part of the signed message: a cursor only works
+    # where it was issued, and with the filters it was made with (a page of other filters
+    # would skip or repeat contacts).
     message = str(space_id).encode() + b"|" + payload
+    if bound:
+        message += b"|" + bound.encode()
     return hmac.new(key, message, hashlib.sha256).digest()[:TAG_BYTES]
 
 
-def encode_cursor(cursor: Cursor, key: bytes, space_id: int) -> str:
+def encode_cursor(cursor: Cursor, key: bytes, space_id: int, bound: str = "") -> str:
     payload = f"{'n' if cursor.forward else 'p'}{cursor.id}".encode()
-    return f"{_b64(payload)}.{_b64(_tag(payload, key, space_id))}"
+    return f"{_b64(payload)}.{_b64(_tag(payload, key, space_id, bound))}"
 
 
-def decode_cursor(token: str, key: bytes, space_id: int) -> Cursor:
-    """The cursor in `token`, or InvalidCursor when it is malformed or was not signed by us."""
+def decode_cursor(token: str, key: bytes, space_id: int, bound: str = "") -> Cursor:
+    """The cursor in `token`, or InvalidCursor when it is malformed or was not signed by us
+    for this Space and these filters."""
     try:
         payload_text, tag_text = token.split(".")
         payload, tag = _unb64(payload_text), _unb64(tag_text)
     except ValueError:
         raise InvalidCursor(token) from None
-    if not hmac.compare_digest(tag, _tag(payload, key, space_id)):
+    if not hmac.compare_digest(tag, _tag(payload, key, space_id, bound)):
         raise InvalidCursor(token)
     direction, digits = payload[:1], payload[1:]
     if direction not in (b"n", b"p") or not digits.isdigit() or not 0 < int(digits) <= MAX_ID:

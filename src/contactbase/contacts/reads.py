@@ -2,7 +2,7 @@
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
@@ -35,6 +35,7 @@ from contactbase.contacts.values import normalise_email, normalise_phone
 from contactbase.db import Id
 from contactbase.errors import NotFound
 from contactbase.prepared import Connection, Prepared, among
+from contactbase.spaces.models import Space
 from contactbase.sqlite import SqliteConnection
 
 
@@ -248,6 +249,8 @@ class ListFilters:
     end: datetime | None = None  # UTC, exclusive
     email: str | None = None
     phone: str | None = None
+    # custom_field_filters, as clauses (filter_clauses.where)
+    custom: Sequence[ColumnElement[bool]] = ()
 
 
 def creation_window(
@@ -310,6 +313,7 @@ async def list_contacts(
         query = query.where(_holds(ContactEmail, space_id, normalise_email(filters.email)))
     if filters.phone is not None:
         query = query.where(_holds(ContactPhone, space_id, normalise_phone(filters.phone)))
+    query = query.where(*filters.custom)
     backwards = cursor is not None and not cursor.forward
     if cursor is not None:
         query = query.where(Contact.id > cursor.id if backwards else Contact.id < cursor.id)
@@ -346,3 +350,14 @@ async def all_emails(
     for contact_id, value in rows:
         emails[contact_id].append(value)
     return emails
+
+
+async def slot_labels(session: AsyncSession, space_id: int) -> dict[str, str]:
+    """The Space's names of its custom-field slots (`space set-label`)."""
+    labels = await session.scalar(select(Space.custom_field_labels).where(Space.id == space_id))
+    return dict(labels or {})
+
+
+def today_in(timezone: str) -> date:
+    """Today's date in the Space's timezone: what `age_*` filters count back from."""
+    return datetime.now(ZoneInfo(timezone)).date()

@@ -2,6 +2,7 @@
 (contactbase.dispatch), its handler given the caller and its parsed query and body."""
 
 from collections import Counter
+from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
@@ -11,7 +12,16 @@ from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
-from contactbase.contacts import changes, erasure, exports, reads, updates, writes
+from contactbase.contacts import (
+    changes,
+    erasure,
+    exports,
+    filter_clauses,
+    filters,
+    reads,
+    updates,
+    writes,
+)
 from contactbase.contacts.batch_schemas import BatchQuery, BatchRequest, BatchResult, read_batch
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
@@ -366,19 +376,28 @@ async def list_contacts(call: Call[ListQuery, None]) -> Response:
     """
     caller, query = call.caller, call.query
     key = await signing_key(call)
+    conditions = query.custom_field_filters or []
+    bound = filters.canonical(conditions) if conditions else ""
     cursor = None
     if query.cursor is not None:
         try:
-            cursor = decode_cursor(query.cursor, key, caller.space_id)
+            cursor = decode_cursor(query.cursor, key, caller.space_id, bound)
         except InvalidCursor:
             raise invalid("cursor", message_for("cursor", "cursor", query.cursor)) from None
     start, end = reads.creation_window(query.start_date, query.end_date, caller.timezone)
-    filters = reads.ListFilters(start=start, end=end, email=query.email, phone=query.phone)
+    chosen = reads.ListFilters(
+        start=start,
+        end=end,
+        email=query.email,
+        phone=query.phone,
+        custom=filter_clauses.where(conditions, caller.timezone, reads.today_in(caller.timezone)),
+    )
+    labelled = query.include_custom_fields and query.use_custom_field_labels
     async with call.lease.session() as session:
         rows, has_more = await reads.list_contacts(
             session,
             caller.space_id,
-            filters,
+            chosen,
             cursor,
             query.per_page,
             with_custom_fields=query.include_custom_fields,
@@ -388,6 +407,7 @@ async def list_contacts(call: Call[ListQuery, None]) -> Response:
             if query.include_all_emails
             else {}
         )
+        labels = await reads.slot_labels(session, caller.space_id) if labelled else {}
     data = []
     for row in rows:
         item = ContactSummary(
@@ -398,10 +418,23 @@ async def list_contacts(call: Call[ListQuery, None]) -> Response:
         if query.include_comet_tokens:
             item.comet_tokens = []
         if row.slots is not None:
-            item.custom_fields = to_wire(row.slots, every_slot=True)
+            shown = to_wire(row.slots, every_slot=True)
+            item.custom_fields = {labels.get(slot, slot): value for slot, value in shown.items()}
         data.append(item)
-    request = call.request
-    return answer(_page(request, data, cursor, has_more, query.per_page, key, caller.space_id))
+    sign = Signer(key, caller.space_id, bound)
+    return answer(_page(call.request, data, cursor, has_more, query.per_page, sign))
+
+
+@dataclass(frozen=True)
+class Signer:
+    """What a page's cursors are bound to: the key, the Space, the filters."""
+
+    key: bytes
+    space_id: int
+    bound: str
+
+    def __call__(self, cursor: Cursor) -> str:
+        return encode_cursor(cursor, self.key, self.space_id, self.bound)
 
 
 def _page(
@@ -410,17 +443,16 @@ def _page(
     cursor: Cursor | None,
     has_more: bool,
     per_page: int,
-    key: bytes,
-    space_id: int,
+    sign: Signer,
 ) -> ContactPage:
     """Laravel's envelope: a next link unless this is the last page, a previous one unless the
     first; each carries the request's filters."""
     forward = cursor is None or cursor.forward
     next_cursor = prev_cursor = None
     if data and (has_more if forward else True):
-        next_cursor = encode_cursor(Cursor(data[-1].id, forward=True), key, space_id)
+        next_cursor = sign(Cursor(data[-1].id, forward=True))
     if data and cursor is not None and (True if forward else has_more):
-        prev_cursor = encode_cursor(Cursor(data[0].id, forward=False), key, space_id)
+        prev_cursor = sign(Cursor(data[0].id, forward=False))
     path = str(request.url.replace(query=""))
 
     def url(token: str | None) -> str | None:
@@ -457,13 +489,15 @@ EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export 
 )
 async def create_export(call: Call[NoQuery, ExportRequest]) -> Response:
     """Queue an export of the Space's contacts created between `start_date` and `end_date`
-    (the Space's timezone, inclusive). Poll it with GET /contacts/exports/{export_id}."""
+    (the Space's timezone, inclusive), of those that meet `custom_field_filters` when given.
+    Poll it with GET /contacts/exports/{export_id}."""
     payload = call.body
     start, end = reads.creation_window(payload.start_date, payload.end_date, call.caller.timezone)
     assert start is not None
     assert end is not None
+    conditions = payload.custom_field_filters or []
     async with call.lease.session(write=True) as session:
-        export = await exports.queue_export(session, call.caller.space_id, start, end)
+        export = await exports.queue_export(session, call.caller.space_id, start, end, conditions)
         queued = ExportStatus(
             export_id=export.id, status="queued", message=EXPORT_MESSAGES["queued"]
         )

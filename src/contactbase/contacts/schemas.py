@@ -16,6 +16,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from contactbase.contacts.custom_fields import CustomFields, to_wire
+from contactbase.contacts.filters import Filters, gather_brackets
 from contactbase.contacts.values import clean_email, clean_phone, clean_text
 from contactbase.validation import ValueRejected, has_control_characters
 
@@ -270,7 +271,18 @@ class ListQuery(BaseModel):
     include_all_emails: Flag = False
     include_comet_tokens: Flag = False
     include_custom_fields: Flag = False
-    use_custom_field_labels: Flag = False
+    use_custom_field_labels: Flag = Field(
+        default=False,
+        description="With include_custom_fields=1: slots named by the Space's labels "
+        "(`contactbase space set-label`); a slot without one keeps its name.",
+    )
+    custom_field_filters: Filters | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bracket_form(cls, params: Any) -> Any:
+        """Laravel's bracket form of the filters, gathered as the JSON form would send them."""
+        return gather_brackets(params) if isinstance(params, dict) else params
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> "ListQuery":
@@ -313,6 +325,7 @@ class ExportRequest(BaseModel):
     end_date: Annotated[str, AfterValidator(_check_local_time)] = Field(
         description="YYYY-MM-DD HH:MM:SS in the Space's timezone, inclusive."
     )
+    custom_field_filters: Filters | None = None
 
     @model_validator(mode="after")
     def _end_not_before_start(self) -> "ExportRequest":

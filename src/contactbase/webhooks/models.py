@@ -58,11 +58,12 @@ class WebhookDelivery(Base):
     __tablename__ = "webhook_deliveries"
     __table_args__ = (
         CheckConstraint("state IN ('pending', 'delivered', 'failed')", name="state"),
-        # What is due, for the workers' claims.
+        # What is due, oldest first, for the workers' claims; and (due later) what is in flight.
         Index(
             "ix_webhook_deliveries_due",
             "endpoint_id",
             "next_attempt_at",
+            "id",
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
         ),

@@ -35,7 +35,7 @@ from contactbase.webhooks.service import events_after, queue_messages, wire
 
 # Pages of events one fan-out turns into messages per Space, before it lets others have a turn.
 FAN_OUT_PAGES = 10
-LEASE_MARGIN = timedelta(seconds=20)
+LEASE_MARGIN = timedelta(seconds=5)
 JITTER = (0.8, 1.2)
 
 Endpoint = WebhookEndpoint
@@ -128,11 +128,12 @@ async def claim(db: Database, room: int, settings: Settings) -> list[Claim]:
     """Lease up to `room` due messages, at most `webhook_in_flight_per_endpoint` in flight per
     endpoint, the endpoints in random order (none first every time)."""
     now = utcnow()
-    lease_until = now + timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
     pending = and_(Message.endpoint_id == Endpoint.id, Message.state == "pending")
+    # A leased message is due at its lease's end, so the messages in flight are among those
+    # due later: a range of the due index, not every pending message.
     in_flight = (
         select(func.count())
-        .where(pending, Message.leased_until > now)
+        .where(pending, Message.next_attempt_at > now, Message.leased_until > now)
         .correlate(Endpoint)
         .scalar_subquery()
     )
@@ -150,49 +151,52 @@ async def claim(db: Database, room: int, settings: Settings) -> list[Claim]:
         ).all()
         for endpoint, busy in endpoints:
             take = min(settings.webhook_in_flight_per_endpoint - busy, room - len(claims))
-            if take <= 0:
-                continue
-            oldest = (
-                select(Message.id)
-                .where(
-                    Message.endpoint_id == endpoint.id,
-                    Message.state == "pending",
-                    Message.next_attempt_at <= now,
-                )
-                .order_by(Message.next_attempt_at, Message.id)
-                .limit(take)
-            )
-            rows = await session.execute(
-                update(Message)
-                .where(Message.id.in_(oldest.scalar_subquery()))
-                .values(
-                    attempts=Message.attempts + 1,
-                    leased_until=lease_until,
-                    next_attempt_at=lease_until,
-                )
-                .returning(
-                    Message.id,
-                    Message.message_id,
-                    Message.event_seq,
-                    Message.body,
-                    Message.attempts,
-                )
-            )
-            signing_secrets = _secrets(endpoint, now)
-            claims.extend(
-                Claim(
-                    row.id,
-                    endpoint.id,
-                    endpoint.url,
-                    signing_secrets,
-                    row.message_id,
-                    row.event_seq,
-                    row.body.encode(),
-                    row.attempts,
-                )
-                for row in rows.all()
-            )
+            if take > 0:
+                claims += await _lease(session, endpoint, take, now, settings)
     return claims
+
+
+async def _lease(
+    session: AsyncSession, endpoint: Endpoint, take: int, now: datetime, settings: Settings
+) -> list[Claim]:
+    """Lease the endpoint's `take` oldest due messages (each counted as an attempt), skipping
+    any another transaction is leasing this moment."""
+    lease_until = now + timedelta(seconds=settings.webhook_timeout_seconds) + LEASE_MARGIN
+    oldest = (
+        select(Message.id)
+        .where(
+            Message.endpoint_id == endpoint.id,
+            Message.state == "pending",
+            Message.next_attempt_at <= now,
+        )
+        .order_by(Message.next_attempt_at, Message.id)
+        .limit(take)
+        .with_for_update(skip_locked=True)
+    )
+    rows = await session.execute(
+        update(Message)
+        .where(Message.id.in_(oldest.scalar_subquery()))
+        .values(
+            attempts=Message.attempts + 1, leased_until=lease_until, next_attempt_at=lease_until
+        )
+        .returning(
+            Message.id, Message.message_id, Message.event_seq, Message.body, Message.attempts
+        )
+    )
+    signing_secrets = _secrets(endpoint, now)
+    return [
+        Claim(
+            row.id,
+            endpoint.id,
+            endpoint.url,
+            signing_secrets,
+            row.message_id,
+            row.event_seq,
+            row.body.encode(),
+            row.attempts,
+        )
+        for row in rows.all()
+    ]
 
 
 def _secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
@@ -203,14 +207,18 @@ def _secrets(endpoint: WebhookEndpoint, now: datetime) -> tuple[str, ...]:
     return (endpoint.secret,)
 
 
-async def record(db: Database, done: Claim, answer: Answer, settings: Settings) -> None:
-    """The attempt, and what follows from it for the message and its endpoint."""
+async def record(
+    db: Database, done: Claim, answer: Answer, settings: Settings, *, then_next: bool = False
+) -> Claim | None:
+    """The attempt, and what follows from it for the message and its endpoint; with
+    `then_next`, in the same transaction, the lease of the endpoint's next due message, which
+    takes over the attempt's place among the endpoint's messages in flight (None when there is
+    none, or the endpoint is disabled or gone)."""
     now = utcnow()
     async with db.writer() as session, session.begin():
-        # The endpoint's row first, as a claim takes it, then the message's.
-        endpoint = await session.get(Endpoint, done.endpoint_id, with_for_update=True)
+        endpoint = await session.get(Endpoint, done.endpoint_id)
         if endpoint is None:
-            return  # deleted meanwhile, with its messages
+            return None  # deleted meanwhile, with its messages
         session.add(
             WebhookAttempt(
                 delivery_id=done.id,
@@ -227,21 +235,26 @@ async def record(db: Database, done: Claim, answer: Answer, settings: Settings) 
         ours = and_(
             Message.id == done.id, Message.attempts == done.attempt, Message.state == "pending"
         )
-        if answer.ok:
-            await session.execute(
-                update(Message).where(ours).values(state="delivered", leased_until=None)
-            )
-            endpoint.failing_since = None
-            return
-        delays = settings.webhook_retry_delays
         settled = update(Message).where(ours).values(leased_until=None)
-        if done.attempt > len(delays):
-            await session.execute(settled.values(state="failed"))
+        if answer.ok:
+            await session.execute(settled.values(state="delivered"))
+            if endpoint.failing_since is not None:
+                endpoint.failing_since = None
         else:
-            delay = delays[done.attempt - 1] * random.uniform(*JITTER)
-            await session.execute(settled.values(next_attempt_at=now + timedelta(seconds=delay)))
-        if endpoint.enabled:
-            _after_failure(endpoint, answer, now, settings.webhook_disable_after_seconds)
+            delays = settings.webhook_retry_delays
+            if done.attempt > len(delays):
+                await session.execute(settled.values(state="failed"))
+            else:
+                delay = delays[done.attempt - 1] * random.uniform(*JITTER)
+                later = now + timedelta(seconds=delay)
+                await session.execute(settled.values(next_attempt_at=later))
+            if endpoint.enabled:
+                _after_failure(endpoint, answer, now, settings.webhook_disable_after_seconds)
+        await session.flush()
+        if not (then_next and endpoint.enabled):
+            return None
+        following = await _lease(session, endpoint, 1, now, settings)
+        return following[0] if following else None
 
 
 def _after_failure(endpoint: Endpoint, answer: Answer, now: datetime, disable_after: int) -> None:

@@ -83,7 +83,7 @@ def upgrade() -> None:
         batch_op.create_index("ix_webhook_deliveries_created_at", ["created_at"], unique=False)
         batch_op.create_index(
             "ix_webhook_deliveries_due",
-            ["endpoint_id", "next_attempt_at"],
+            ["endpoint_id", "next_attempt_at", "id"],
             unique=False,
             postgresql_where=sa.text("state = 'pending'"),
             sqlite_where=sa.text("state = 'pending'"),
