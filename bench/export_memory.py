@@ -18,7 +18,8 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from contactbase.contacts.exports import ExportWorker, queue_export
+from contactbase.contacts.export_worker import ExportWorker
+from contactbase.contacts.exports import queue_export
 from contactbase.contacts.models import Contact, ContactEmail
 from contactbase.db import Database, utcnow
 from contactbase.spaces import service

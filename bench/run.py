@@ -8,7 +8,9 @@ get is pgbench running the very statements those requests run, prepared as the a
 them, over as many connections as the app holds; their ratios are the medians of rounds (each
 the app's run, then its ceiling's, on a fresh server); a ratio above 1 fails the run. A cold start
 runs on a freshly migrated database. Batches of 1,000 contacts (bench/batch.py) run beside
-COPY of the same rows; webhook deliveries per second to a local receiver (bench/webhooks.py).
+COPY of the same rows; webhook deliveries per second to a local receiver (bench/webhooks.py);
+custom_field_filters: a filtered list over 1,000,000 contacts, and creates with the slot indexes
+beside creates without them (bench/filters.py).
 Prints a table and writes bench/results/latest.json.
 `--quick`: create, get, re-send and the cold start.
 """
@@ -36,6 +38,7 @@ from contactbase.settings import Settings
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import batch
 import embedded
+import filters
 from cold import cold_start
 from database import fresh_database
 from harness import (
@@ -255,6 +258,10 @@ def main() -> None:
     if not args.quick:
         results.update(batch.scenarios(port, 4, 40, tag))
         results["webhooks"] = webhooks.scenarios(events=5_000, rounds=3)
+        results["filtered_list"] = filters.filtered_list(1_000_000, seconds)
+        results["filter_indexes_create"] = filters.filter_indexes_create(
+            wrk_path, max(3, args.rounds), seconds, args.connections
+        )
         # The two sizes measured alike, one after the other: each after a CHECKPOINT (so that
         # neither pays for the writes before it) on a fresh server.
         for size, label in ((None, "create_at_small"), (1_000_000, "create_at_1m")):
@@ -338,6 +345,12 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
     summary["noop_merge_ratio"] = round(results["resend"]["rps"] / results["create"]["rps"], 3)
     if "merge" in results:
         summary["merge_ratio"] = round(results["merge"]["rps"] / results["create"]["rps"], 3)
+    if "filtered_list" in results:
+        # The grown database's (after ANALYZE), pages of 200; the create ratio's target: 0.9+.
+        page = results["filtered_list"]["analysed"]["per_page_200"]
+        summary["filtered_list_p50_ms"] = page["p50_ms"]
+        summary["filtered_list_rows_per_s"] = page["rows_per_s"]
+        summary["filter_indexes_create_ratio"] = results["filter_indexes_create"]["ratio"]
     first, *_middle, last = results["cold_index_tuples_per_create"]
     summary["cold_create_ratio"] = round(
         results["cold_create_rps"] / results["cold_warm_create"]["rps"], 3
@@ -393,6 +406,9 @@ def print_table(summary: dict[str, Any]) -> None:
         "sqlite_batch_new",
         "sqlite_batch_half_merge",
         "webhooks",
+        "filtered_list_p50_ms",
+        "filtered_list_rows_per_s",
+        "filter_indexes_create_ratio",
     ):
         if name in summary:
             print(f"{name}: {summary[name]}")

@@ -93,9 +93,10 @@ ERROR_CODES = {
     410: {"changes_expired"},
     413: {"payload_too_large"},
     422: {"validation_failed", "idempotency_mismatch"},
-    429: {"rate_limited"},
+    429: {"rate_limited", "too_many_exports"},
+    431: {"headers_too_large"},
     500: {"internal_error"},
-    503: {"database_unavailable", "schema_outdated"},
+    503: {"database_unavailable", "schema_outdated", "overloaded"},
 }
 
 

@@ -1,9 +1,11 @@
 """The benchmarks' own parts run (their figures are for `make bench`, never asserted here): the
 plain-sqlite3 ceilings of bench/embedded.py on a migrated file, the pgbench scripts of
-bench/run.py built from the app's statements, and a few events through bench/webhooks.py."""
+bench/run.py built from the app's statements, a few events through bench/webhooks.py, and
+bench/filters.py's scenarios at tiny sizes."""
 
 import asyncio
 import importlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from database import fresh_database  # noqa: E402
 from harness import make_key  # noqa: E402
 
 webhooks = importlib.import_module("webhooks")  # bench/webhooks.py, not contactbase's package
+bench_filters = importlib.import_module("filters")  # bench/filters.py (mypy does not see bench/)
 
 
 def test_the_sqlite_ceilings_run(tmp_path: Path) -> None:
@@ -87,3 +90,34 @@ def test_the_webhook_throughput_runs(database_url: str, is_postgres: bool, redis
     figures = webhooks.scenarios(20, 1, database_url + "_bench_webhooks", redis_url)
     assert figures["endpoints_1"]["events_per_s"] > 0
     assert figures["endpoints_4"]["messages_per_s"] > 0
+
+
+def test_the_filtered_list_runs(database_url: str, is_postgres: bool, redis_url: str) -> None:
+    """bench/filters.py's filtered list, over 400 contacts on a database of its own: pages
+    followed before and after ANALYZE, each time with the plan of the app's statement."""
+    if not is_postgres:
+        pytest.skip("bench/filters.py serves PostgreSQL")
+    url = database_url + "_bench_filters"
+    figures = bench_filters.filtered_list(400, 1, 2, (50,), url, redis_url)
+    assert 0 < figures["analysed"]["plan"]["matching"] < 400
+    for stage in ("not_analysed", "analysed"):
+        assert figures[stage]["per_page_50"]["rows_per_s"] > 0
+        assert figures[stage]["plan"]["plan_mode"] in ("generic", "custom")
+        assert any("Limit" in line for line in figures[stage]["plan"]["plan"])
+
+
+def test_the_create_with_and_without_slot_indexes_runs(
+    database_url: str, is_postgres: bool, redis_url: str
+) -> None:
+    """bench/filters.py's creates setting custom fields, a round with the slot indexes and one
+    without, on a database of its own."""
+    if not is_postgres:
+        pytest.skip("bench/filters.py serves PostgreSQL")
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        pytest.skip("wrk is not installed (`make bench` installs it)")
+    url = database_url + "_bench_filter_indexes"
+    figures = bench_filters.filter_indexes_create(wrk, 1, 1, 4, url, redis_url)
+    assert figures["with_indexes"]["rps"] > 0
+    assert figures["without_indexes"]["rps"] > 0
+    assert figures["ratio"] > 0

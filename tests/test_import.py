@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from rich.console import Console
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from typer.testing import CliRunner, Result
 
 from contactbase import cli
@@ -705,3 +705,27 @@ async def test_a_file_is_known_by_its_real_path(
     progress = await progress_of(db, space, real)
     assert progress is not None
     assert progress.lines == 4
+
+
+async def test_postgresql_has_statistics_of_the_contacts_after_an_import(
+    importer: Importer, db: Database, space: int, tmp_path: Path, is_postgres: bool
+) -> None:
+    """A list with filters plans from them (without, it can read the whole Space a page)."""
+    if not is_postgres:
+        pytest.skip("PostgreSQL's statistics: the PostgreSQL pass checks them")
+
+    async def analysed() -> int:
+        async with db.reader() as session:
+            count = await session.scalar(
+                text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'contacts'")
+            )
+            return int(count or 0)
+
+    before = await analysed()
+    path = tmp_path / "people.ndjson"
+    path.write_text(json.dumps({"emails": ["a@example.com"]}) + "\n")
+    await importer.json(str(space), str(path))
+    deadline = asyncio.get_running_loop().time() + 10
+    while await analysed() == before:  # the statistics collector reports a moment later
+        assert asyncio.get_running_loop().time() < deadline, "contacts was not analysed"
+        await asyncio.sleep(0.1)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import httpx
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -152,3 +153,39 @@ async def test_a_file_that_cannot_be_opened_is_503_without_a_trace(
     assert response.status_code == 503
     assert answered(response) == {"message": "The database is unavailable; retry in a few seconds."}
     assert "sqlite" not in response.text.lower()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", f"{CONTACTS}/1", {"names": ["Ada"]}),
+        (
+            "POST",
+            f"{CONTACTS}/exports",
+            {"start_date": "2026-01-01 00:00:00", "end_date": "2026-12-31 23:59:59"},
+        ),
+        ("POST", CONTACTS, {"emails": ["ada@example.com"]}),
+        ("DELETE", f"{CONTACTS}/1", None),
+    ],
+)
+async def test_an_unknown_key_is_refused_without_waiting_for_the_write_lock(
+    client: httpx.AsyncClient,
+    database_url: str,
+    embedded: Embedded,
+    method: str,
+    path: str,
+    body: dict[str, object] | None,
+) -> None:
+    """Finding 8 of issue 16: the key is checked before any write lock is asked for, so
+    unauthenticated requests cannot queue behind (or hold up) the Space's writes."""
+    holder = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the file's write lock
+    try:
+        async with asyncio.timeout(5):  # the writer waits up to 10 s for a lock
+            response = await client.request(
+                method, path, json=body, headers=bearer("cb_" + "x" * 43)
+            )
+        assert response.status_code == 401
+    finally:
+        holder.rollback()
+        holder.close()

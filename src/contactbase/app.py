@@ -15,9 +15,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.types import ASGIApp
 
-from contactbase import __version__, idempotency
+from contactbase import __version__, idempotency, logs
 from contactbase.contacts import changes
-from contactbase.contacts.exports import ExportWorker
+from contactbase.contacts.export_worker import ExportWorker
 from contactbase.contacts.router import API_BASE, api
 from contactbase.db import Database
 from contactbase.dispatch import Dispatcher, error_response
@@ -68,6 +68,7 @@ async def answer_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the app; nothing connects until the first request."""
     settings = settings or Settings()
+    logs.install()
     db = Database(settings.database_url, pool_size=settings.db_pool_size)
     metrics = Metrics()
     if db.embedded is not None:
@@ -77,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db=db,
         metrics=metrics,
         limiter=build_limiter(settings.redis_url, settings.rate_limit_window_seconds),
-        exports=ExportWorker(db, settings.export_dir, settings.export_poll_seconds),
+        exports=ExportWorker(
+            db, settings.export_dir, settings.export_poll_seconds, settings.export_max_bytes
+        ),
         webhooks=WebhookWorker(db, settings, metrics),
         schema_head=schema_head(),
         keys=KeyCache(),
@@ -116,6 +119,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
         redoc_url=None,
         openapi_url="/openapi.json",
+        # No redirect to the path with(out) its slash: Starlette builds it from the Host header,
+        # which a client chooses (a link to another site); such a path is a 404.
+        redirect_slashes=False,
+        servers=[{"url": settings.public_url}] if settings.public_url else None,
     )
     app.state.contactbase = state
     build_openapi = app.openapi
@@ -166,6 +173,7 @@ class App(FastAPI):
             larger_bodies={f"{API_BASE}/contacts/batch": settings.max_batch_bytes},
             metrics=state.metrics,
             access_log=write_to_stdout if settings.access_log else None,
+            limit_concurrency=settings.limit_concurrency,
         )
 
 

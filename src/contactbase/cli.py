@@ -9,8 +9,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase.db import DRIVER_ERRORS, Database, Lease, async_url
+from contactbase import logs
+from contactbase.db import DRIVER_ERRORS, Database, Lease, async_url, sqlite_path
 from contactbase.errors import ApiError, ServiceUnavailable
+from contactbase.files import create_private_file, write_private
 from contactbase.progress import ImportMeter
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.settings import Settings
@@ -46,6 +48,7 @@ def migrate(as_json: JsonFlag = False) -> None:
     from contactbase.migrations import migrations_config, schema_head
 
     settings = Settings()
+    create_private_file(sqlite_path(settings.database_url))
     command.upgrade(migrations_config(settings.database_url), "head")
     show({"status": "migrated", "schema": schema_head()}, as_json) if as_json else console.print(
         f"Database migrated to schema {schema_head()}."
@@ -312,8 +315,27 @@ async def _import(
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    limit_concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Requests in progress at once per worker; beyond, 503 `overloaded` "
+            "(/healthz, /readyz and /metrics are never refused). Default: no limit.",
+        ),
+    ] = None,
+    forwarded_allow_ips: Annotated[
+        str | None,
+        typer.Option(
+            help="Addresses of the proxies whose X-Forwarded-For and X-Forwarded-Proto are "
+            "trusted, comma-separated, or * (default: 127.0.0.1).",
+        ),
+    ] = None,
+    root_path: Annotated[
+        str,
+        typer.Option(help="The path prefix a proxy serves the API under and strips, e.g. /crm."),
+    ] = "",
     as_json: JsonFlag = False,
 ) -> None:
     """Serve the HTTP API. With --json, one JSON line describes the server and the access log
@@ -343,8 +365,13 @@ def serve(
             f"contactbase on {about['url']} ({workers} worker(s), database {database}); "
             f"API docs at {about['docs']}"
         )
+    if settings.public_url is None and host not in LOOPBACK:
+        errors.print(UNSET_PUBLIC_URL, soft_wrap=True, markup=False)
     if as_json:
         os.environ["CONTACTBASE_ACCESS_LOG"] = "false"  # read by each worker's Settings
+    if limit_concurrency is not None:
+        # Enforced by the app's own middleware (JSON 503), not uvicorn's (plain text).
+        os.environ["CONTACTBASE_LIMIT_CONCURRENCY"] = str(limit_concurrency)
     uvicorn.run(
         "contactbase.app:create_app",
         factory=True,
@@ -353,7 +380,17 @@ def serve(
         workers=workers,
         log_level="info",
         access_log=False,  # the app writes its own (middleware.access_line)
+        forwarded_allow_ips=forwarded_allow_ips,
+        root_path=root_path,
     )
+
+
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+UNSET_PUBLIC_URL = (
+    "warning: CONTACTBASE_PUBLIC_URL is not set, so links in answers (next_page_url, "
+    "download_url) are built from each request's Host header, which clients choose; set it to "
+    "the address clients use, e.g. https://contacts.example.com."
+)
 
 
 DEMO_CURL = """curl -X POST "http://127.0.0.1:8000/public-api/v1/contacts" \\
@@ -384,14 +421,21 @@ def demo(
         _key, raw_key = await service.create_key(session, space.id, "demo")
         return raw_key, True
 
+    if key_file.is_symlink():  # checked before a key is made for it; O_NOFOLLOW holds anyway
+        linked = ApiError(f"{key_file} is a symbolic link: give the path of a plain file.")
+        raise fail(linked, False)
     raw_key, created = run(ensure)
     if created:
-        key_file.write_text(raw_key + "\n")
-        os.chmod(key_file, 0o600)
+        try:
+            write_private(key_file, raw_key + "\n")
+        except OSError as exc:
+            refusal = ApiError(f"Cannot write the demo key to {key_file}: {exc.strerror}.")
+            raise fail(refusal, False) from None
     typer.echo(f"{'Created' if created else 'Using'} the demo Space's API key: {raw_key}")
     typer.echo("Create your first contact from another terminal:\n")
     typer.echo(DEMO_CURL.format(key=raw_key) + "\n")
 
 
 def main() -> None:
+    logs.install()
     app()

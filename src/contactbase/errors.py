@@ -139,6 +139,15 @@ class TooManyRequests(ApiError):
     status, code, summary = 429, "rate_limited", "Over the Space's per-minute limit"
 
 
+class HeadersTooLarge(ApiError):
+    """The request's headers pass the limit in all (SPEC 6.8; middleware.header_bytes counts)."""
+
+    status, code, summary = 431, "headers_too_large", "The request's headers are too large"
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"The request's headers are larger than {limit} bytes in all.")
+
+
 class InternalError(ApiError):
     status, code, summary = 500, "internal_error", "Unexpected failure"
 
@@ -148,6 +157,18 @@ class InternalError(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, summary = 503, "database_unavailable", "The database is unavailable or busy"
+
+
+class Overloaded(ApiError):
+    """As many requests are in progress as `serve --limit-concurrency` allows (SPEC 6.8)."""
+
+    status, code, summary = 503, "overloaded", "Too many requests in progress; retry in a second"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The server is answering as many requests as it is allowed to; retry in a second.",
+            headers={"Retry-After": "1"},
+        )
 
 
 class SchemaOutdated(ApiError):

@@ -1,5 +1,6 @@
-"""The outermost layer of every request: request id, body limit, metrics, and the last word on
-failures (500 with a request id, 503 while the database is away), never a stack trace."""
+"""The outermost layer of every request: header limit, request id, concurrency limit, body limit,
+metrics, and the last word on failures (500 with a request id, 503 while the database is away),
+never a stack trace."""
 
 import contextlib
 import logging
@@ -8,7 +9,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from urllib.parse import quote
 
 from starlette.datastructures import MutableHeaders
@@ -18,7 +19,9 @@ from contactbase.db import is_retryable, is_unavailable
 from contactbase.dispatch import route_path
 from contactbase.errors import (
     ApiError,
+    HeadersTooLarge,
     InternalError,
+    Overloaded,
     PayloadTooLarge,
     ServiceUnavailable,
     render,
@@ -28,6 +31,10 @@ from contactbase.metrics import Metrics
 log = logging.getLogger("contactbase")
 
 CLIENT_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+MAX_HEADER_BYTES = 64 * 1024  # SPEC 6.8
+# Never refused as overload: a liveness probe that failed under load would have an orchestrator
+# kill a busy but healthy server, and the metrics are most wanted when the server is busiest.
+UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 class ClientGone(Exception):
@@ -58,6 +65,13 @@ def access_line(scope: Scope, status: int, seconds: float, request_id: str) -> b
     )
 
 
+def header_bytes(headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """The size of a request's headers as SPEC 6.8 counts it: each header's name and value, and
+    4 bytes for the `: ` and the line end HTTP/1.1 puts around them, so that a flood of empty
+    headers counts too. The request line is not counted."""
+    return sum(len(name) + len(value) + 4 for name, value in headers)
+
+
 def write_to_stdout(line: bytes) -> None:
     """One write of a whole line, so that the lines of several workers never interleave (the
     logging module's formatting cost a tenth of a request; docs/performance.md)."""
@@ -77,6 +91,7 @@ class RequestContext:
         metrics: Metrics,
         larger_bodies: dict[str, int] | None = None,
         access_log: AccessLog | None = None,
+        limit_concurrency: int | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
@@ -84,17 +99,25 @@ class RequestContext:
         self.larger_bodies = larger_bodies or {}
         self.metrics = metrics
         self.access_log = access_log
+        # Requests in progress in this process, out of at most `limit_concurrency` (None: no
+        # limit). One event loop per process, so a plain counter is exact.
+        self.limit_concurrency = limit_concurrency
+        self.in_progress = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         began = time.perf_counter()
+        # The server has already read the headers whole (docs/deploy.md): refuse before any
+        # other part of the service walks them.
+        headers_too_large = header_bytes(scope["headers"]) > MAX_HEADER_BYTES
         sent_id = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = sent_id if CLIENT_REQUEST_ID.fullmatch(sent_id) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status = 500
         started = False
+        counted = False
 
         async def send_with_id(message: Message) -> None:
             nonlocal status, started
@@ -109,7 +132,18 @@ class RequestContext:
             await send(message)
 
         try:
-            limit = self.larger_bodies.get(route_path(scope), self.max_body_bytes)
+            if headers_too_large:
+                await _answer(send_with_id, HeadersTooLarge(MAX_HEADER_BYTES), request_id)
+                return
+            path = route_path(scope)
+            if self.limit_concurrency is not None and path not in UNLIMITED_PATHS:
+                # Counted from before the body is read: a slow upload holds its place.
+                if self.in_progress >= self.limit_concurrency:
+                    await _answer(send_with_id, Overloaded(), request_id)
+                    return
+                self.in_progress += 1
+                counted = True
+            limit = self.larger_bodies.get(path, self.max_body_bytes)
             try:
                 body = await self._read_body(scope, receive, limit)
             except ClientGone:
@@ -136,6 +170,8 @@ class RequestContext:
                 error = InternalError()
             await _answer(send_with_id, error, request_id)
         finally:
+            if counted:
+                self.in_progress -= 1
             route = getattr(scope.get("route"), "path", "unmatched")
             seconds = time.perf_counter() - began
             self.metrics.answered(scope["method"], route, status, seconds)

@@ -57,7 +57,13 @@ ERROR_BODIES: dict[str, type[BaseModel]] = {
     )
 }
 # Every operation may answer these; a secured one these too; one that reads a body these.
-EVERY = (errors.InvalidInput, errors.InternalError, errors.ServiceUnavailable)
+EVERY = (
+    errors.InvalidInput,
+    errors.HeadersTooLarge,
+    errors.InternalError,
+    errors.ServiceUnavailable,
+    errors.Overloaded,
+)
 SECURED = (
     errors.Unauthenticated,
     errors.SpaceInactive,

@@ -2,9 +2,13 @@
 
 import math
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# A secret shorter than this is guessable by brute force offline (from one signed cursor).
+MIN_SECRET_BYTES = 32
 
 
 class Settings(BaseSettings):
@@ -33,8 +37,29 @@ class Settings(BaseSettings):
     export_dir: Path = Field(
         default=Path("exports"), description="Where export files are written (and served from)."
     )
+    export_max_bytes: int = Field(
+        default=5 * 2**30,
+        ge=1,
+        description="The exports folder's budget: an export that would pass it fails.",
+    )
     export_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often workers look for queued exports."
+    )
+    public_url: str | None = Field(
+        default=None,
+        description="The address clients reach the service at (https://contacts.example.com, "
+        "with any path prefix): links in answers are built from it, never from the Host header.",
+    )
+    max_response_bytes: int = Field(
+        default=8 * 1024 * 1024,
+        ge=1024,
+        description="A list page stops early (with a next_cursor) before its JSON passes this.",
+    )
+    limit_concurrency: int | None = Field(
+        default=None,
+        ge=1,
+        description="Requests in progress at once per worker process; beyond, 503 `overloaded` "
+        "(`serve --limit-concurrency`). None: no limit.",
     )
     db_pool_size: int = Field(default=10, ge=1)
     access_log: bool = Field(
@@ -74,6 +99,30 @@ class Settings(BaseSettings):
     webhook_poll_seconds: float = Field(
         default=0.5, gt=0, description="How often workers look for new events and due messages."
     )
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        parsed = urlsplit(value)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(
+                "must be an http:// or https:// URL, e.g. https://contacts.example.com"
+            )
+        if parsed.query or parsed.fragment:
+            raise ValueError("must not have a query or a fragment")
+        return value.rstrip("/")
+
+    @field_validator("secret_key")
+    @classmethod
+    def _secret_key(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_BYTES} bytes (e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`)"
+            )
+        return value
 
     @field_validator("webhook_retry_schedule")
     @classmethod

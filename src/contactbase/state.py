@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 from starlette.requests import Request
 
-from contactbase.contacts.exports import ExportWorker
+from contactbase.contacts.export_worker import ExportWorker
 from contactbase.db import Database
 from contactbase.metrics import Metrics
 from contactbase.ratelimit import RateLimiter

@@ -65,6 +65,8 @@ MESSAGES = {
     "custom_field_filters[N][field], [operator], [value], [start] and [end], N a whole "
     "number ({value}).",
     "filter_forms": "The {field} field must be sent either as JSON or in brackets, not both.",
+    "too_many_values": "The {field} field would hold {count} values once merged into "
+    "{contact}; a contact holds at most {max} {field}.",
 }
 
 

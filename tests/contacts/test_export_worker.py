@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from sqlalchemy import insert, select, update
 
 from contactbase.app import close, create_app
-from contactbase.contacts.exports import MAX_ATTEMPTS, ExportWorker, sign_download
+from contactbase.contacts.export_worker import ExportWorker
+from contactbase.contacts.exports import MAX_ATTEMPTS, sign_download
 from contactbase.contacts.models import Contact, ContactEmail, Export
 from contactbase.db import Database, utcnow
 from contactbase.settings import Settings

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 
 from contactbase.contacts.exports import sign_download
 from contactbase.db import Database, Lease
+from contactbase.derived_keys import DOWNLOADS, derive
 from contactbase.spaces.service import signing_secret
 from contactbase.state import state_of
 from tests.factories import (
@@ -114,7 +115,7 @@ def headers(responses: list[httpx.Response], name: str) -> list[str]:
 async def the_signing_key(db: Database) -> bytes:
     lease = Lease(db)
     try:
-        return await signing_secret(await lease.connect())
+        return derive(await signing_secret(await lease.connect()), DOWNLOADS)
     finally:
         await lease.release()
 

@@ -21,7 +21,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from sqlalchemy import bindparam, delete
+from sqlalchemy import bindparam, delete, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from contactbase.contacts.batch_schemas import read_item
@@ -141,8 +141,21 @@ async def import_file(
                 await batch.commit()  # the last rows, or the blank lines after them
         finally:
             rejects.close()
+    if not dry_run and not db.is_sqlite and counts.created:
+        await _refresh_statistics(db, counts)
     report(counts)
     return counts
+
+
+async def _refresh_statistics(db: Database, counts: Counts) -> None:
+    """PostgreSQL plans from its statistics of the tables; after a large import they are far
+    from the truth until autovacuum's next ANALYZE (never, where it is off), and a list with
+    filters can then take a plan that reads the whole Space (docs/performance.md)."""
+    async with _database(counts), transaction(db, write=True) as session:
+        await session.execute(text(f"ANALYZE {', '.join(ANALYZED)}"))
+
+
+ANALYZED = ("contacts", "contact_emails", "contact_phones", "contact_names", "contact_locations")
 
 
 def _hashed(stream: BinaryIO, end: int) -> "hashlib._Hash":
@@ -217,6 +230,7 @@ class _Batch:
         self.rows = 0
         self.items: list[Incoming] = []
         self.item_lines: list[int] = []
+        self.item_cells: list[list[str]] = []  # for FILE.rejects, if the write refuses one
         self.failed = 0
 
     def add(self, row: Row) -> None:
@@ -225,6 +239,7 @@ class _Batch:
         if isinstance(parsed, ContactCreate):
             self.items.append(incoming(parsed))
             self.item_lines.append(row.line)
+            self.item_cells.append(row.cells)
             return
         self.failed += 1
         self.rejects.add(row.line, row.problem or (parsed.message if parsed else ""), row.cells)
@@ -268,12 +283,13 @@ class _Batch:
             counts.merged += merged
             counts.failed += failed + refused
             counts.committed = lines.number
-            for line, outcome in zip(self.item_lines, outcomes, strict=True):
-                if outcome.refusal is not None:  # never with merge on; listed all the same
-                    self.rejects.add(line, outcome.refusal.message, [])
+            written = zip(self.item_lines, self.item_cells, outcomes, strict=True)
+            for line, cells, outcome in written:
+                if outcome.refusal is not None:  # a contact's collection past its 1,000 values
+                    self.rejects.add(line, outcome.refusal.message, cells)
         counts.offset, counts.lines = lines.offset, lines.number
         self.rows, self.failed = 0, 0
-        self.items, self.item_lines = [], []
+        self.items, self.item_lines, self.item_cells = [], [], []
 
 
 def _tally(outcomes: list[Outcome]) -> tuple[int, int, int]:

@@ -10,8 +10,16 @@ The rules, item by item in request order, as `POST /contacts` states them:
   become its aliases, their values and empty slots carried over to it in id order, then the
   item's. New values are appended after the survivor's; a value already held (by normal form)
   is not added again. The item's slots overwrite.
+- A merge that would grow a collection of the survivor past MAX_VALUES values (distinct by
+  normal form, as stored) is refused instead, 422 naming the collection, and changes nothing.
 - A contact created by an earlier item of the batch is a contact like any other: a later item
-  meeting its emails merges into it, and it is younger than every stored contact.
+  meeting its emails merges into it, and it is younger than every stored contact. An item
+  refused leaves every contact as it was, so the items after it see the state before it.
+
+The cap is checked here, on the contacts writes.py has read under their lock, so that every
+create and batch meets it (an import too, which writes through batches). The shortcuts of
+`writes.create_contact` cannot pass it: one creates only new contacts (each collection of a
+request holds at most schemas.MAX_ITEMS values), the other answers a request that adds nothing.
 """
 
 from collections.abc import Iterator, Sequence
@@ -23,7 +31,8 @@ from contactbase.contacts.custom_fields import SLOTS, to_wire
 from contactbase.contacts.models import PRIMARY_COLUMN, VALUE_TABLES
 from contactbase.contacts.reads import ContactRow, ValueRow
 from contactbase.contacts.schemas import ContactDetail, wire_time
-from contactbase.errors import Conflict
+from contactbase.errors import Conflict, InvalidInput
+from contactbase.validation import MESSAGES
 
 KINDS = tuple(VALUE_TABLES)
 # (value as stored, normalised form)
@@ -31,6 +40,9 @@ Value = tuple[str, str]
 # Ids of contacts the plan creates, before the database gives them theirs: above any stored id,
 # in creation order, so that "the oldest survives" holds for them too.
 PROVISIONAL = 1 << 62
+# Values a contact holds per collection at most (SPEC 6.8): far more than a person has, few
+# enough that no tenant can make one contact's reads, merges and locks unboundedly slow.
+MAX_VALUES = 1000
 
 
 @dataclass(frozen=True)
@@ -113,14 +125,35 @@ class Snapshot:
 
 @dataclass(frozen=True)
 class Refused:
-    """An item refused because its emails are known and merging was not asked for."""
+    """An item refused, which changes nothing: its emails are known and merging was not asked
+    for (409), or merging it into `owner` (the oldest contact it meets) would grow the
+    collections of `over` past MAX_VALUES (422; each with the count it would reach)."""
 
     owner: Person
+    over: dict[str, int] = field(default_factory=dict)
 
-    def conflict(self) -> Conflict:
+    def error(self) -> Conflict | InvalidInput:
+        """The refusal as the API answers it (once the plan is written: the ids are known)."""
         existing = self.owner.id
-        return Conflict(
-            f"A contact with one of these emails already exists (id {existing}).", existing
+        if not self.over:
+            return Conflict(
+                f"A contact with one of these emails already exists (id {existing}).", existing
+            )
+        # A contact that an earlier item creates has no id when the batch is not written.
+        into = (
+            f"contact {existing}"
+            if existing < PROVISIONAL
+            else "the contact that an earlier item of this batch creates"
+        )
+        return InvalidInput(
+            {
+                kind: [
+                    MESSAGES["too_many_values"].format(
+                        field=kind, count=f"{count:,}", contact=into, max=f"{MAX_VALUES:,}"
+                    )
+                ]
+                for kind, count in self.over.items()
+            }
         )
 
 
@@ -198,6 +231,8 @@ def plan(
             result.outcomes.append((True, _snapshot(person)))
         elif not merge:
             result.outcomes.append(Refused(owners[0]))
+        elif over := _over_cap(owners, item):
+            result.outcomes.append(Refused(owners[0], over))
         else:
             survivor = _merge(owners, item, now)
             for email in item.emails():
@@ -217,6 +252,28 @@ def _create(result: Plan, item: Incoming, now: datetime) -> Person:
     )
     result.created.append(person)
     return person
+
+
+def _over_cap(owners: list[Person], item: Incoming) -> dict[str, int]:
+    """The collections that merging the item and `owners` would grow past MAX_VALUES, with
+    the count each would reach (distinct normal forms, as `_merge` keeps them). One that does
+    not grow is let be, however large: a contact stored before the cap existed may hold more,
+    and a request that adds nothing to it is answered as ever (as `writes._unchanged` does)."""
+    over: dict[str, int] = {}
+    for kind in KINDS:
+        bound = sum(len(person.values[kind]) for person in owners) + len(item.values[kind])
+        if bound <= MAX_VALUES:
+            continue  # cannot pass it even without a repeat: the common case, without sets
+        held = owners[0].held(kind)
+        count = len(
+            held.union(
+                *(person.held(kind) for person in owners[1:]),
+                (normalised for _, normalised in item.values[kind]),
+            )
+        )
+        if count > MAX_VALUES and count > len(held):
+            over[kind] = count
+    return over
 
 
 def _merge(owners: list[Person], item: Incoming, now: datetime) -> Person:

@@ -189,6 +189,8 @@ class Export(Base):
     failure: Mapped[str | None] = mapped_column(Text)
     # custom_field_filters, as the request sent them (validated); none: every contact.
     filters: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    # When a worker last took it up: workers serve the Space served longest ago first.
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime())
 
 
 class IdempotentRequest(Base):

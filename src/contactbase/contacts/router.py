@@ -2,14 +2,12 @@
 (contactbase.dispatch), its handler given the caller and its parsed query and body."""
 
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
 from urllib.parse import urlencode
 
 import orjson
 from pydantic import BaseModel
-from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from contactbase.contacts import (
@@ -18,12 +16,12 @@ from contactbase.contacts import (
     exports,
     filter_clauses,
     filters,
+    listing,
     reads,
     updates,
     writes,
 )
 from contactbase.contacts.batch_schemas import BatchQuery, BatchRequest, BatchResult, read_batch
-from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import (
     MAX_ID,
     Cursor,
@@ -37,7 +35,6 @@ from contactbase.contacts.schemas import (
     ContactCreate,
     ContactDetail,
     ContactPage,
-    ContactSummary,
     ContactUpdate,
     ContactUpdated,
     CreateQuery,
@@ -49,6 +46,7 @@ from contactbase.contacts.schemas import (
     NoQuery,
     wire_time,
 )
+from contactbase.derived_keys import CURSORS, DOWNLOADS, derive
 from contactbase.dispatch import Api, Call, error_response
 from contactbase.errors import (
     ApiError,
@@ -57,6 +55,7 @@ from contactbase.errors import (
     DownloadLinkInvalid,
     InvalidInput,
     NotFound,
+    SpaceInactive,
     invalid,
 )
 from contactbase.prepared import Connection
@@ -97,13 +96,13 @@ def parse_id(contact_id: str) -> int:
     return int(digits)
 
 
-async def signing_key(call: Call[Any, Any]) -> bytes:
-    """The service's signing secret: from the settings, else from the database, read once
-    (on the request's connection)."""
+async def signing_key(call: Call[Any, Any], purpose: str) -> bytes:
+    """The key of one purpose (derived_keys), from the service's secret: the settings', else
+    the database's, read once (on the request's connection)."""
     state = call.state
     if state.signing_key is None:
         state.signing_key = await signing_secret(await call.lease.connect())
-    return state.signing_key
+    return derive(state.signing_key, purpose)
 
 
 @api.operation(
@@ -223,7 +222,7 @@ def _batch_answer(
 
 def _batch_result(index: int, outcome: writes.Outcome) -> dict[str, Any]:
     if outcome.refusal is not None:
-        return _batch_failure(index, 409, outcome.refusal)
+        return _batch_failure(index, outcome.status, outcome.refusal)
     result: dict[str, Any] = {"index": index, "status": outcome.status}
     contact = outcome.wire()
     if contact is not None:
@@ -247,6 +246,9 @@ def _batch_errors(
                 errors[f"{prefix}.{field}"] = messages
         elif result["status"] == 409:
             errors[f"{prefix}.emails"] = [result["message"]]
+        elif "errors" in result:  # refused by the write path: a collection past the cap
+            for field, messages in result["errors"].items():
+                errors[f"{prefix}.{field}"] = messages
     return errors
 
 
@@ -375,7 +377,7 @@ async def list_contacts(call: Call[ListQuery, None]) -> Response:
     inclusive; `email` and `phone` find contacts by the same normal forms that identify them.
     """
     caller, query = call.caller, call.query
-    key = await signing_key(call)
+    key = await signing_key(call, CURSORS)
     conditions = query.custom_field_filters or []
     bound = filters.canonical(conditions) if conditions else ""
     cursor = None
@@ -393,83 +395,43 @@ async def list_contacts(call: Call[ListQuery, None]) -> Response:
         custom=filter_clauses.where(conditions, caller.timezone, reads.today_in(caller.timezone)),
     )
     labelled = query.include_custom_fields and query.use_custom_field_labels
+    settings = call.state.settings
+    request = call.request
+    path = f"{listing.base_url(request, settings.public_url)}{API_BASE}/contacts"
+    longest = encode_cursor(Cursor(MAX_ID, forward=False), key, caller.space_id, bound)
+    budget = listing.items_budget(
+        settings.max_response_bytes, path, query.per_page, request, longest, first=cursor is None
+    )
     async with call.lease.session() as session:
-        rows, has_more = await reads.list_contacts(
+        shape = listing.Shape(
+            all_emails=query.include_all_emails,
+            comet_tokens=query.include_comet_tokens,
+            custom_fields=query.include_custom_fields,
+            labels=await reads.slot_labels(session, caller.space_id) if labelled else {},
+        )
+        page = await listing.collect(
             session,
             caller.space_id,
             chosen,
             cursor,
             query.per_page,
-            with_custom_fields=query.include_custom_fields,
+            shape,
+            budget,
         )
-        emails = (
-            await reads.all_emails(session, caller.space_id, [row.id for row in rows])
-            if query.include_all_emails
-            else {}
-        )
-        labels = await reads.slot_labels(session, caller.space_id) if labelled else {}
-    data = []
-    for row in rows:
-        item = ContactSummary(
-            id=row.id, email=row.email, name=row.name, phone=row.phone, location=row.location
-        )
-        if query.include_all_emails:
-            item.emails = emails[row.id]
-        if query.include_comet_tokens:
-            item.comet_tokens = []
-        if row.slots is not None:
-            shown = to_wire(row.slots, every_slot=True)
-            item.custom_fields = {labels.get(slot, slot): value for slot, value in shown.items()}
-        data.append(item)
-    sign = Signer(key, caller.space_id, bound)
-    return answer(_page(call.request, data, cursor, has_more, query.per_page, sign))
-
-
-@dataclass(frozen=True)
-class Signer:
-    """What a page's cursors are bound to: the key, the Space, the filters."""
-
-    key: bytes
-    space_id: int
-    bound: str
-
-    def __call__(self, cursor: Cursor) -> str:
-        return encode_cursor(cursor, self.key, self.space_id, self.bound)
-
-
-def _page(
-    request: Request,
-    data: list[ContactSummary],
-    cursor: Cursor | None,
-    has_more: bool,
-    per_page: int,
-    sign: Signer,
-) -> ContactPage:
-    """Laravel's envelope: a next link unless this is the last page, a previous one unless the
-    first; each carries the request's filters."""
+    # The connection is given back: the answer may go out as slowly as the client reads.
     forward = cursor is None or cursor.forward
     next_cursor = prev_cursor = None
-    if data and (has_more if forward else True):
-        next_cursor = sign(Cursor(data[-1].id, forward=True))
-    if data and cursor is not None and (True if forward else has_more):
-        prev_cursor = sign(Cursor(data[0].id, forward=False))
-    path = str(request.url.replace(query=""))
-
-    def url(token: str | None) -> str | None:
-        if token is None:
-            return None
-        params: dict[str, Any] = {k: v for k, v in request.query_params.items() if k != "cursor"}
-        return f"{path}?{urlencode({**params, 'cursor': token})}"
-
-    return ContactPage(
-        data=data,
-        path=path,
-        per_page=per_page,
-        next_cursor=next_cursor,
-        next_page_url=url(next_cursor),
-        prev_cursor=prev_cursor,
-        prev_page_url=url(prev_cursor),
+    if page.ids and (page.has_more if forward else True):
+        next_cursor = encode_cursor(Cursor(page.ids[-1], True), key, caller.space_id, bound)
+    if page.ids and cursor is not None and (True if forward else page.has_more):
+        prev_cursor = encode_cursor(Cursor(page.ids[0], False), key, caller.space_id, bound)
+    cursors = (
+        next_cursor,
+        listing.link(path, request, next_cursor),
+        prev_cursor,
+        listing.link(path, request, prev_cursor),
     )
+    return listing.chunked(listing.envelope(page, path, query.per_page, cursors))
 
 
 EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export is being written."}
@@ -485,12 +447,14 @@ EXPORT_MESSAGES = {"queued": "The export is queued.", "processing": "The export 
     body=ExportRequest,
     status=202,
     response=ExportStatus,
+    errors=(exports.TooManyExports,),
     summary="Export the contacts created in a window",
 )
 async def create_export(call: Call[NoQuery, ExportRequest]) -> Response:
     """Queue an export of the Space's contacts created between `start_date` and `end_date`
     (the Space's timezone, inclusive), of those that meet `custom_field_filters` when given.
-    Poll it with GET /contacts/exports/{export_id}."""
+    Poll it with GET /contacts/exports/{export_id}. A Space has at most 3 exports queued or
+    running at once (429 `too_many_exports` beyond)."""
     payload = call.body
     start, end = reads.creation_window(payload.start_date, payload.end_date, call.caller.timezone)
     assert start is not None
@@ -520,7 +484,7 @@ async def create_export(call: Call[NoQuery, ExportRequest]) -> Response:
 async def get_export(call: Call[NoQuery, None]) -> Response:
     """The export's status; when completed, a signed `download_url` valid for 15 minutes."""
     export_id = call.params["export_id"]
-    key = await signing_key(call)
+    key = await signing_key(call, DOWNLOADS)
     async with call.lease.session() as session:
         export = await exports.find_export(session, call.caller.space_id, export_id)
     status = ExportStatus(export_id=export.id, status=export.status, created_at=export.created_at)
@@ -532,7 +496,8 @@ async def get_export(call: Call[NoQuery, None]) -> Response:
         assert export.completed_at is not None
         expires_at = export.completed_at + exports.LINK_LIFETIME
         expires = int(expires_at.replace(tzinfo=UTC).timestamp())
-        link = f"{str(call.request.base_url).rstrip('/')}{API_BASE}/contacts/exports/{export.id}"
+        base = listing.base_url(call.request, call.state.settings.public_url)
+        link = f"{base}{API_BASE}/contacts/exports/{export.id}"
         signature = exports.sign_download(key, export.id, expires)
         query = urlencode({"expires": expires, "signature": signature})
         status.download_url = f"{link}/download?{query}"
@@ -548,7 +513,7 @@ async def get_export(call: Call[NoQuery, None]) -> Response:
     access=None,
     query=DownloadQuery,
     summary="Download an export (signed link, no key)",
-    errors=(DownloadLinkInvalid,),
+    errors=(DownloadLinkInvalid, SpaceInactive),
     answers={
         "200": {
             "content": {"application/gzip": {"schema": BINARY}},
@@ -561,7 +526,7 @@ async def download_export(call: Call[DownloadQuery, None]) -> Response:
     """The export file: one contact per line (`id`, `email`, `name`, `phone`, `location`,
     `created_at`). The link is its own credential; it expires 15 minutes after completion."""
     export_id, query = call.params["export_id"], call.query
-    key = await signing_key(call)
+    key = await signing_key(call, DOWNLOADS)
     if not exports.is_export_id(export_id) or not exports.download_allowed(
         key, export_id, query.expires, query.signature
     ):

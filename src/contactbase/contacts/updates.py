@@ -1,6 +1,10 @@
 """Updating a contact (PUT /contacts/{id}): each collection sent replaced whole, the slots
 replaced when `custom_fields` is sent, on the contact an id names, in one write transaction of
-the write path (writes.attempts), with its change-feed event."""
+the write path (writes.attempts), with its change-feed event.
+
+An update never meets the cap of merging.MAX_VALUES (SPEC 6.8), so it does not check it: each
+collection sent replaces the stored one with at most schemas.MAX_ITEMS values (a test holds
+MAX_ITEMS below MAX_VALUES), and the others stay as they are."""
 
 from typing import Any
 

@@ -10,14 +10,19 @@ loses a race (an email taken first by a concurrent write: the unique (Space, nor
 index refuses it; a deadlock; contacts merged between their look-up and their lock) is begun
 again, up to MAX_ATTEMPTS; the next attempt sees the winner and merges into it.
 
+The plan also refuses an item that would grow a contact past merging.MAX_VALUES in a
+collection (422, the item's outcome like a 409's: nothing of it is written). It counts the
+values of contacts read under their lock, so concurrent merges cannot pass the cap together.
+
 Two shortcuts of a single create skip the transaction, each held to `_store` by tests
-(tests/test_write_paths.py):
+(tests/test_write_paths.py); neither can pass the cap, so neither checks it:
 - On PostgreSQL a new person is written by one statement of data-modifying CTEs (NEW_CONTACT),
   as its own transaction. It inserts nothing when an email is known (and names the owners);
   when a concurrent create takes one of the emails first, the unique index fails the whole
   statement, so nothing of it is written either way, and the request goes on to `_store`.
+  It creates only new contacts, whose collections hold at most schemas.MAX_ITEMS values.
 - A request that brings nothing new to the one contact owning its emails is answered from one
-  read of that contact (`_unchanged`), without a transaction.
+  read of that contact (`_unchanged`), without a transaction. It adds no value.
 
 `then`, given to the batch's entry point, runs in the same transaction after the writes: what
 must be committed with them or not at all (an idempotent answer, an import's progress).
@@ -71,7 +76,7 @@ from contactbase.db import (
     is_unique_violation,
     utcnow,
 )
-from contactbase.errors import Conflict, ServiceUnavailable
+from contactbase.errors import Conflict, InvalidInput, ServiceUnavailable
 from contactbase.prepared import Connection
 from contactbase.sqlite import SqliteConnection
 
@@ -120,11 +125,13 @@ def shown(item: Incoming) -> dict[str, list[str]]:
 @dataclass(frozen=True)
 class Outcome:
     """One item's answer: 201 created or 200 merged with the contact as it stood after the
-    item (none when the batch was not written), or 409 refused."""
+    item (none when the batch was not written), or refused (`refusal`, its status): 409, its
+    emails known under on_conflict=error, or 422, a collection that would pass MAX_VALUES."""
 
     status: int
     snapshot: Snapshot | None = None
-    refusal: Conflict | None = None
+    refusal: Conflict | InvalidInput | None = None
+    refused_by: int | None = None  # the contact that refused it, which the refusal names
 
     @property
     def contact(self) -> ContactDetail | None:
@@ -133,7 +140,7 @@ class Outcome:
     def named(self) -> list[int]:
         """The contact the answer names: the one written, or the one that refused it."""
         if self.refusal is not None:
-            return [self.refusal.existing_contact_id]
+            return [] if self.refused_by is None else [self.refused_by]
         return [] if self.snapshot is None else [self.snapshot.person.id]
 
     def wire(self) -> dict[str, Any] | None:
@@ -168,7 +175,8 @@ async def create_contact(
     lease: Lease, space_id: int, payload: ContactCreate, *, merge: bool = True
 ) -> tuple[ContactDetail, bool]:
     """Create a contact, or merge the request into the contacts owning its emails (with
-    `merge=False`, refuse with 409 instead). Returns the contact and whether it was created.
+    `merge=False`, refuse with 409 instead; 422 when it would grow a collection past
+    MAX_VALUES). Returns the contact and whether it was created.
 
     On the request's connection first: on PostgreSQL the one-statement insert, which also
     names the emails' owners when it inserts nothing; on SQLite the owners' look-up. A request
@@ -265,7 +273,8 @@ async def _store(
 
 def _outcome(one: Any, *, written: bool) -> Outcome:
     if isinstance(one, Refused):
-        return Outcome(409, refusal=one.conflict())
+        refusal = one.error()
+        return Outcome(refusal.status, refusal=refusal, refused_by=one.owner.id)
     created, snapshot = one
     return Outcome(201 if created else 200, snapshot if written else None)
 

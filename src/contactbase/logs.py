@@ -1,0 +1,38 @@
+"""What reaches the logs never holds a contact's values. Statements' parameters are hidden by
+the engines (`hide_parameters`); PostgreSQL's DETAIL, which names the values a constraint
+refused (`Key (space_id, normalised)=(1, ada@example.com) already exists.`), is in the text of
+the driver's exceptions, and is cut from every record of the service's loggers, messages and
+tracebacks alike."""
+
+import logging
+import re
+
+LOGGERS = ("contactbase", "contactbase.exports", "contactbase.webhooks", "uvicorn.error")
+# asyncpg writes DETAIL (and HINT) on lines of their own after the message.
+DETAIL = re.compile(r"^(\s*(?:DETAIL|HINT):)[^\n]*", re.MULTILINE)
+
+
+def scrub(text: str) -> str:
+    return DETAIL.sub(r"\1 (left out: it may hold values)", text)
+
+
+class Scrubbed(logging.Filter):
+    """Formats the record's message and traceback once, without DETAIL lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "DETAIL" in message or "HINT" in message:
+            record.msg, record.args = scrub(message), ()
+        if record.exc_info:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_info, record.exc_text = None, scrub(text)
+        return True
+
+
+def install() -> None:
+    """Put the filter on each of the service's loggers (a logger's filters do not see its
+    children's records, so each is named)."""
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(one, Scrubbed) for one in logger.filters):
+            logger.addFilter(Scrubbed())
