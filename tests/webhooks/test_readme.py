@@ -17,7 +17,7 @@ README = Path(__file__).parents[2] / "README.md"
 def readme_receiver() -> str:
     """The README's Python block that verifies a webhook."""
     text = README.read_text()
-    section = text[text.index("### Receive every change as it happens") :]
+    section = text[text.index("## Receive every change as it happens") :]
     block = re.search(r"```python\n(.*?)```", section, re.DOTALL)
     assert block is not None
     return block.group(1)
