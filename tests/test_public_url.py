@@ -2,7 +2,6 @@
 chose (issue 16, finding 3); without it, from the request, as before."""
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -21,14 +20,8 @@ EVIL = {"host": "evil.example.net", "x-forwarded-proto": "http"}
 
 
 @pytest.fixture
-async def public_app(db: Database, database_url: str, tmp_path: Path) -> AsyncIterator[FastAPI]:
-    settings = Settings(
-        database_url=database_url,
-        redis_url=None,
-        export_dir=tmp_path / "exports",
-        public_url=PUBLIC + "/",
-    )
-    app = create_app(settings)
+async def public_app(db: Database, settings: Settings) -> AsyncIterator[FastAPI]:
+    app = create_app(Settings(**{**settings.model_dump(), "public_url": PUBLIC + "/"}))
     yield app
     await close(app)
 

@@ -4,7 +4,6 @@ next_cursor, holds at least one contact, and goes out in body messages of at mos
 import asyncio
 import json
 from collections.abc import AsyncIterator, MutableMapping
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,13 +24,9 @@ CURSOR_SLACK = 2 * 26
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=None,
-        export_dir=tmp_path / "exports",
-        max_response_bytes=50_000,
-    )
+def settings(settings: Settings) -> Settings:
+    """The suite's settings, with pages capped at 50,000 bytes."""
+    return settings.model_copy(update={"max_response_bytes": 50_000})
 
 
 async def fill(client: httpx.AsyncClient, auth: dict[str, str], count: int) -> list[int]:

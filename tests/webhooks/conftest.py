@@ -2,7 +2,6 @@
 allowed (the receiver is on 127.0.0.1) and a retry schedule of fractions of a second."""
 
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from fastapi import FastAPI
@@ -15,15 +14,11 @@ from tests.webhooks.receivers import Receiver, running_receiver
 
 
 @pytest.fixture
-def settings(database_url: str, tmp_path: Path) -> Settings:
-    return Settings(
-        database_url=database_url,
-        redis_url=None,
-        export_dir=tmp_path / "exports",
-        webhook_allow_private=True,
-        webhook_retry_schedule="0.2,0.2",
-        webhook_poll_seconds=0.1,
-    )
+def settings(settings: Settings) -> Settings:
+    """The suite's settings, with the receivers' private addresses allowed and a quick retry
+    schedule."""
+    changes = {"webhook_allow_private": True, "webhook_poll_seconds": 0.1}
+    return Settings(**{**settings.model_dump(), **changes, "webhook_retry_schedule": "0.2,0.2"})
 
 
 @pytest.fixture
