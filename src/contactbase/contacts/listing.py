@@ -12,6 +12,7 @@
   when it is set, never from the request's Host header.
 """
 
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,8 +27,13 @@ from contactbase.contacts import reads
 from contactbase.contacts.custom_fields import to_wire
 from contactbase.contacts.pagination import Cursor
 
-BATCH = 200  # contacts read at a time
+BATCH = 200  # contacts read at a time, at most
+# With custom fields or every email, a contact's JSON can reach a few hundred KB: the first
+# batch is small, and each next one sized to what the budget has left, so that rows the page
+# cannot hold are not read (each is decoded whole, in memory, before the page can look at it).
+FIRST_LARGE_BATCH = 16
 CHUNK = 1024 * 1024  # the largest body message sent
+LARGE_ITEM = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -81,12 +87,16 @@ async def collect(
     """Read the page: batches from the cursor outwards, until it is full or the next contact
     would pass `budget` bytes of JSON."""
     backwards = cursor is not None and not cursor.forward
+    large = shape.custom_fields or shape.all_emails
     items: list[bytes] = []
     ids: list[int] = []
     size = 0
     position = cursor
     while True:
         want = min(per_page - len(items), BATCH)
+        if large:
+            fits = (budget - size) * len(items) // size + 1 if items else FIRST_LARGE_BATCH
+            want = max(1, min(want, fits))
         rows, more = await reads.list_contacts(
             session,
             space_id,
@@ -103,6 +113,8 @@ async def collect(
         # Nearest to the cursor first: the order the budget is spent in.
         for row in reversed(rows) if backwards else rows:
             rendered = render(row, emails.get(row.id), shape)
+            if len(rendered) > LARGE_ITEM:  # orjson's buffer is larger than its text: trim it
+                rendered = bytes(bytearray(rendered))
             if items and size + len(rendered) > budget:  # `size` counts the commas
                 return _page(items, ids, backwards, has_more=True)
             items.append(rendered)
@@ -170,21 +182,28 @@ def envelope(page: Page, path: str, per_page: int, cursors: Sequence[str | None]
 
 
 def chunked(pieces: list[bytes]) -> StreamingResponse:
-    """The pieces, sent in body messages of at most CHUNK bytes."""
+    """The pieces, sent in body messages of at most CHUNK bytes, each piece let go of once it
+    is sent (a slow reader holds what is left to send, not the whole page)."""
+    length = sum(len(piece) for piece in pieces)
+    waiting = deque(pieces)
+    pieces.clear()
 
     async def body() -> AsyncIterator[bytes]:
-        buffer = bytearray()
-        for piece in pieces:
+        run: list[bytes] = []
+        held = 0
+        while waiting:
+            piece = waiting.popleft()
             for start in range(0, len(piece), CHUNK):
-                part = piece[start : start + CHUNK]
-                if len(buffer) + len(part) > CHUNK:
-                    yield bytes(buffer)
-                    buffer.clear()
-                buffer += part
-        if buffer:
-            yield bytes(buffer)
+                part = piece[start : start + CHUNK] if len(piece) > CHUNK else piece
+                if held + len(part) > CHUNK:
+                    yield b"".join(run)
+                    run, held = [], 0
+                run.append(part)
+                held += len(part)
+            del piece
+        if run:
+            yield b"".join(run)
 
-    length = sum(len(piece) for piece in pieces)
     return StreamingResponse(
         body(), media_type="application/json", headers={"content-length": str(length)}
     )
