@@ -1,7 +1,7 @@
 """The benchmarks' own parts run (their figures are for `make bench`, never asserted here): the
 plain-sqlite3 ceilings of bench/embedded.py on a migrated file, the pgbench scripts of
 bench/run.py built from the app's statements, a few events through bench/webhooks.py, and
-bench/filters.py's scenarios at tiny sizes."""
+bench/filters.py's and bench/list_memory.py's scenarios at tiny sizes."""
 
 import asyncio
 import importlib
@@ -26,6 +26,7 @@ from harness import make_key  # noqa: E402
 
 webhooks = importlib.import_module("webhooks")  # bench/webhooks.py, not contactbase's package
 bench_filters = importlib.import_module("filters")  # bench/filters.py (mypy does not see bench/)
+list_memory = importlib.import_module("list_memory")  # likewise bench/list_memory.py
 
 
 def test_the_sqlite_ceilings_run(tmp_path: Path) -> None:
@@ -121,3 +122,18 @@ def test_the_create_with_and_without_slot_indexes_runs(
     assert figures["with_indexes"]["rps"] > 0
     assert figures["without_indexes"]["rps"] > 0
     assert figures["ratio"] > 0
+
+
+def test_the_list_memory_runs(
+    database_url: str, is_postgres: bool, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bench/list_memory.py, two slow readers of 20 contacts with full text slots, the page
+    capped at 1 MiB, on a database of its own: pages within the cap, the worker's peak."""
+    if not is_postgres:
+        pytest.skip("bench/list_memory.py serves PostgreSQL")
+    monkeypatch.delenv(list_memory.CAP, raising=False)  # run() sets it: restored after
+    url = database_url + "_bench_list_memory"
+    figures = list_memory.run(url, redis_url, 20, 2, 0.0, [2**20])[2**20]
+    assert 0 < max(figures["answer_bytes"]) <= 2**20
+    assert figures["all_have_next_cursor"]
+    assert figures["peak_mb"] >= figures["idle_mb"] > 0

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from typer.testing import CliRunner, Result
 
+from contactbase import __version__
 from contactbase.cli import app
 from contactbase.db import Database
 from contactbase.migrations import schema_head
@@ -67,6 +68,13 @@ def error_line(result: Result, status: int = 1) -> str:
     return line
 
 
+def json_error_line(result: Result) -> str:
+    """The error a command printed with --json (SPEC 6.9): the same line, nothing on standard
+    output."""
+    assert result.stdout == ""
+    return error_line(result)
+
+
 def test_space_create_prints_one_json_value(cli: Cli) -> None:
     space = cli.json("space", "create", "Acme", "--timezone", "Europe/Paris")
     assert set(space) == SPACE_KEYS
@@ -98,8 +106,7 @@ def test_space_create_refuses_a_bad_timezone(cli: Cli) -> None:
     assert result.exit_code == 1
     assert "Mars/Olympus" in error_line(result)
     as_json = cli("space", "create", "Acme", "--timezone", "Mars/Olympus", "--json")
-    assert as_json.exit_code == 1
-    assert "Mars/Olympus" in json.loads(as_json.stdout)["message"]
+    assert json_error_line(as_json) == error_line(result)
     assert cli.json("space", "list") == []
 
 
@@ -128,11 +135,8 @@ def test_space_list_without_json(cli: Cli) -> None:
 @pytest.mark.parametrize("command", ["show", "activate", "deactivate"])
 def test_unknown_space_fails(cli: Cli, command: str) -> None:
     result = cli("space", command, "999")
-    assert result.exit_code == 1
-    assert "No Space with id 999." in error_line(result)
-    as_json = cli("space", command, "999", "--json")
-    assert as_json.exit_code == 1
-    assert json.loads(as_json.stdout) == {"message": "No Space with id 999.", "code": "not_found"}
+    assert error_line(result) == "error: No Space with id 999."
+    assert json_error_line(cli("space", command, "999", "--json")) == "error: No Space with id 999."
 
 
 def test_space_set_limit(cli: Cli) -> None:
@@ -143,8 +147,8 @@ def test_space_set_limit(cli: Cli) -> None:
         **DEFAULT_LIMITS,
         "create": 120,
     }
-    lowered = cli.json("space", "set-limit", str(space["id"]), "list", "0")
-    assert lowered["rate_limits"] == {**DEFAULT_LIMITS, "create": 120, "list": 0}
+    lowered = cli.json("space", "set-limit", str(space["id"]), "list", "1")
+    assert lowered["rate_limits"] == {**DEFAULT_LIMITS, "create": 120, "list": 1}
 
 
 def test_space_set_limit_refuses_an_unknown_endpoint(cli: Cli) -> None:
@@ -155,11 +159,17 @@ def test_space_set_limit_refuses_an_unknown_endpoint(cli: Cli) -> None:
     assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
 
 
-def test_space_set_limit_refuses_a_negative_limit(cli: Cli) -> None:
+@pytest.mark.parametrize("per_minute", ["0", "-1"])
+def test_space_set_limit_refuses_a_limit_under_one(cli: Cli, per_minute: str) -> None:
+    """A 429's Retry-After promises a retry that succeeds (SPEC 2): under a limit of 0 none
+    would."""
     space = cli.json("space", "create", "Acme")
-    result = cli("space", "set-limit", str(space["id"]), "create", "--", "-1")
-    assert result.exit_code == 1
-    assert "zero or more" in error_line(result)
+    result = cli("space", "set-limit", str(space["id"]), "create", "--", per_minute)
+    line = error_line(result)
+    assert line.startswith(
+        f"error: The limit must be 1 or more requests per minute, not {per_minute}"
+    )
+    assert "the smallest allowed is 1" in line
     assert cli.json("space", "show", str(space["id"]))["rate_limits"] == DEFAULT_LIMITS
 
 
@@ -169,15 +179,17 @@ def test_a_long_error_is_one_line_as_it_is(cli: Cli, work_dir: Path) -> None:
     cli.env["COLUMNS"] = "80"
     space = str(cli.json("space", "create", "Acme")["id"])
     missing = work_dir / ("a-long-directory-name-" * 3) / "[/people] :thumbs_up:.csv"
-    for args in (
-        ["space", "create", "Acme", "--timezone", "Mars/[/Olympus]:thumbs_up:" + "_" * 60],
-        ["key", "create", space, "--permission", "contacts:destroy"],
-        ["import", space, str(missing)],
+    zone = "Mars/[/Olympus]:thumbs_up:" + "_" * 60
+    for args, quoted in (
+        (["space", "create", "Acme", "--timezone", zone], zone),
+        (["key", "create", space, "--permission", "contacts:destroy"], "contacts:destroy"),
+        (["import", space, str(missing)], str(missing)),
     ):
-        message = json.loads(cli(*args, "--json").stdout)["message"]
-        assert len(f"error: {message}") > 80
         result = cli(*args)
-        assert error_line(result) == f"error: {message}"
+        line = error_line(result)
+        assert len(line) > 80
+        assert quoted in line
+        assert json_error_line(cli(*args, "--json")) == line
         assert isinstance(result.exception, SystemExit)
         assert "Traceback" not in result.output
 
@@ -225,12 +237,9 @@ def test_key_create_refuses_an_unknown_permission(cli: Cli) -> None:
 
 def test_key_create_for_an_unknown_space_fails(cli: Cli) -> None:
     result = cli("key", "create", "999")
-    assert result.exit_code == 1
-    assert "No Space with id 999." in error_line(result)
+    assert error_line(result) == "error: No Space with id 999."
     assert "cb_" not in result.output
-    as_json = cli("key", "create", "999", "--json")
-    assert as_json.exit_code == 1
-    assert json.loads(as_json.stdout) == {"message": "No Space with id 999.", "code": "not_found"}
+    assert json_error_line(cli("key", "create", "999", "--json")) == "error: No Space with id 999."
 
 
 def test_key_create_without_json_shows_the_key_once(cli: Cli) -> None:
@@ -300,18 +309,15 @@ def test_key_revoke_of_an_unknown_key_fails(cli: Cli) -> None:
 
 
 def test_serve_with_several_workers_needs_redis(cli: Cli) -> None:
-    result = cli("serve", "--workers", "2")
-    assert result.exit_code == 2
-    assert "Redis" in error_line(result, 2)
-    assert "CONTACTBASE_REDIS_URL" in error_line(result, 2)
+    line = error_line(cli("serve", "--workers", "2"))
+    assert line.startswith("error: --workers > 1 needs CONTACTBASE_REDIS_URL")
 
 
-def test_serve_refusal_with_json_prints_one_json_value(cli: Cli) -> None:
-    """SPEC §4: every command accepts --json and then prints one JSON value and nothing else."""
+def test_serve_refusal_with_json_prints_nothing_on_standard_output(cli: Cli) -> None:
+    """SPEC §4: every command accepts --json; SPEC 6.9: a failure is then one line on standard
+    error, and standard output holds nothing."""
     result = cli("serve", "--workers", "2", "--json")
-    assert "No such option" not in result.stderr, result.stderr
-    assert result.exit_code == 2, result.output
-    assert "Redis" in json.loads(result.stdout)["message"]
+    assert "Redis" in json_error_line(result)
 
 
 def test_migrate_at_head_with_json(cli: Cli) -> None:
@@ -321,7 +327,7 @@ def test_migrate_at_head_with_json(cli: Cli) -> None:
 @pytest.mark.parametrize(
     ("args", "commands"),
     [
-        pytest.param([], ["migrate", "space", "key", "serve"], id="top"),
+        pytest.param([], ["migrate", "space", "key", "serve", "demo", "import"], id="top"),
         pytest.param(
             ["space"], ["create", "list", "show", "activate", "deactivate", "set-limit"], id="space"
         ),
@@ -331,10 +337,57 @@ def test_migrate_at_head_with_json(cli: Cli) -> None:
 def test_help_lists_the_commands(cli: Cli, args: list[str], commands: list[str]) -> None:
     result = cli(*args, "--help")
     assert result.exit_code == 0
+    listed = result.stdout.partition("\nCommands:\n")[2]
     for command in commands:
-        assert re.search(rf"\b{re.escape(command)}\b", result.stdout), command
-    if not args:
-        assert not re.search(r"\bdemo\b", result.stdout)
+        assert re.search(rf"^  {re.escape(command)}  +\S", listed, re.MULTILINE), command
+    assert cli(*args, "-h").stdout == result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["space", "list"],
+        ["serve"],
+        ["import"],
+        ["space", "set-label"],
+        ["webhook", "deliveries"],
+    ],
+)
+def test_flags_are_shown_as_flags(cli: Cli, args: list[str]) -> None:
+    """A flag takes no value: help shows `--json`, never `--json <bool>`."""
+    shown = cli(*args, "-h")
+    assert shown.exit_code == 0, shown.output
+    assert re.search(r"^  --json  +Print one JSON value", shown.stdout, re.MULTILINE)
+    assert "<bool>" not in shown.stdout
+
+
+def test_version(cli: Cli) -> None:
+    result = cli("--version")
+    assert (result.exit_code, result.stdout) == (0, f"contactbase {__version__}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--port", "70000"], "Invalid value for '--port'"),
+        (["serve", "--port", "0"], "Invalid value for '--port'"),
+        (["serve", "--workers", "0"], "Invalid value for '--workers'"),
+        (["serve", "--limit-concurrency", "0"], "Invalid value for '--limit-concurrency'"),
+        (["import", "1", "x.csv", "--batch-size", "0"], "Invalid value for '--batch-size'"),
+        (["webhook", "deliveries", "1", "--limit", "0"], "Invalid value for '--limit'"),
+        (["webhook", "deliveries", "1", "--limit", "1001"], "Invalid value for '--limit'"),
+        (["space", "list", "--nope"], "No such option: --nope"),
+    ],
+)
+def test_an_out_of_range_option_is_a_usage_error(cli: Cli, args: list[str], says: str) -> None:
+    """Click's own answer: the usage, then one error line; status 2."""
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    usage, _hint, _blank, error, end = result.stderr.split("\n")
+    assert usage.startswith("Usage: ")  # CliRunner names the program `root`
+    assert error.startswith(f"Error: {says}")
+    assert end == ""
 
 
 def test_demo_creates_then_reuses_its_key(cli: Cli, work_dir: Path) -> None:
@@ -347,12 +400,13 @@ def test_demo_creates_then_reuses_its_key(cli: Cli, work_dir: Path) -> None:
     assert KEY.fullmatch(key)
     assert key_file.read_text() == key + "\n"
     assert key_file.stat().st_mode & 0o777 == 0o600
-    assert f'-H "Authorization: Bearer {key}"' in first.stdout
-    assert "curl -X POST" in first.stdout
-    second = cli("demo", "--key-file", str(key_file))
+    assert f"export CB=http://127.0.0.1:8000/public-api/v1 KEY={key}\n" in first.stdout
+    assert 'curl -s -X POST "$CB/contacts" -H "Authorization: Bearer $KEY"' in first.stdout
+    second = cli("demo", "--key-file", str(key_file), "--url", "http://127.0.0.1:8080/")
     assert second.exit_code == 0, second.output
     assert f"Using the demo Space's API key: {key}" in second.stdout
-    assert f"Bearer {key}" in second.stdout
+    assert f"export CB=http://127.0.0.1:8080/public-api/v1 KEY={key}\n" in second.stdout
+    assert "API docs: http://127.0.0.1:8080/docs" in second.stdout
     assert [space["name"] for space in cli.json("space", "list")] == ["Demo"]
     assert len(cli.json("key", "list", "1")) == 1
 

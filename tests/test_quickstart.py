@@ -68,10 +68,12 @@ def test_the_readme_first_steps_work_as_written(tmp_path: Path) -> None:
             text=True,
             check=True,
         )
-        key = re.search(r"cb_[A-Za-z0-9_-]{43}", demo.stdout)
-        assert key is not None, demo.stdout
         base = f"http://127.0.0.1:{served.port}"
-        env = {**served.env, "CB": f"{base}/public-api/v1", "KEY": key.group()}
+        # The line demo prints to paste, with the README's address for the test server's.
+        pasted = re.search(r"^export CB=(\S+) KEY=(cb_\S+)$", demo.stdout, re.MULTILINE)
+        assert pasted is not None, demo.stdout
+        assert pasted.group(1) == "http://127.0.0.1:8000/public-api/v1"
+        env = {**served.env, "CB": f"{base}/public-api/v1", "KEY": pasted.group(2)}
         for command, shown in steps:
             if "cb_…" in command:  # the line to paste: the test has set CB and KEY itself
                 continue

@@ -383,10 +383,14 @@ async def failing(settings: Settings, db: Database) -> AsyncIterator[httpx.Async
 async def test_error_bodies_never_carry_a_stack_trace(
     failing: httpx.AsyncClient, db: Database
 ) -> None:
-    space_id = await make_space(db, limits={"create": 0, "get": 1000, "list": 1000})
+    space_id = await make_space(db, limits={"create": 1, "get": 1000, "list": 1000})
     key = await make_key(db, space_id)
     read_only = bearer(await make_key(db, space_id, ["contacts:read"]))
     auth = bearer(key)
+    # The one create the limit allows (a limit of 0 is refused: set-limit), so the next is a 429.
+    assert (
+        await failing.post(CONTACTS, json={"emails": ["first@example.com"]}, headers=auth)
+    ).status_code == 201
     responses = {
         "401": await failing.get(CONTACTS),
         "403": await failing.put(f"{CONTACTS}/1", json={"names": ["X"]}, headers=read_only),

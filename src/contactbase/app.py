@@ -21,6 +21,7 @@ from contactbase.contacts.export_worker import ExportWorker
 from contactbase.contacts.router import API_BASE, api
 from contactbase.db import Database
 from contactbase.dispatch import Dispatcher, error_response
+from contactbase.docs_pages import add_docs_pages
 from contactbase.errors import ApiError, MethodNotAllowed, NotFound
 from contactbase.metrics import Metrics
 from contactbase.middleware import RequestContext, write_to_stdout
@@ -111,13 +112,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
-        docs_url="/docs",
+        # /docs and /redoc are contactbase's own (docs_pages.py): FastAPI's load from a CDN.
+        docs_url=None,
+        redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,  # no OAuth2 here: a page without a use
         # FastAPI's own OpenTelemetry spans and metrics: without a provider configured they
         # record nothing, at a cost on every request; the public API's requests never reach
         # FastAPI's routing anyway. /metrics is the service's instrument.
         telemetry={"tracing": False, "metrics": False, "logs": False},
-        redoc_url=None,
         openapi_url="/openapi.json",
         # No redirect to the path with(out) its slash: Starlette builds it from the Host header,
         # which a client chooses (a link to another site); such a path is a 404.
@@ -134,6 +136,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.include_router(operations_router)
+    add_docs_pages(app)
     for error in (ApiError, RequestValidationError, HTTPException):
         app.add_exception_handler(error, answer_error)
     return app

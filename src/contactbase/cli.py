@@ -7,37 +7,71 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from contactbase import logs
-from contactbase.db import DRIVER_ERRORS, Database, Lease, async_url, sqlite_path
-from contactbase.errors import ApiError, ServiceUnavailable
+from contactbase import __version__, logs
+from contactbase.db import Database, Lease, Problem, async_url, sqlite_path
+from contactbase.errors import ApiError
 from contactbase.files import create_private_file, write_private
 from contactbase.progress import ImportMeter
 from contactbase.ratelimit import ENDPOINTS
 from contactbase.settings import Settings
 from contactbase.spaces import service
 from contactbase.spaces.service import DEFAULT_PERMISSIONS, PERMISSIONS, key_view, space_view
-from contactbase.terminal import JsonFlag, console, errors, fail, run, show
+from contactbase.terminal import Commands, JsonFlag, console, database, errors, run, show
 from contactbase.webhooks.commands import webhook_app
 
 if TYPE_CHECKING:
     from contactbase.contacts import import_files, imports
 
 app = typer.Typer(
-    help="Administer contactbase: the schema, Spaces (tenants), API keys, and the server.",
+    cls=Commands,  # every failure of a command as one line (terminal.py)
     no_args_is_help=True,
     add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # Click's own help and usage errors: typer's panels show every flag as taking a <bool>.
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,  # CONTACTBASE_DEBUG=1: Python's plain traceback
 )
-space_app = typer.Typer(help="Create, list and change Spaces.", no_args_is_help=True)
-key_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
-contact_app = typer.Typer(help="Act on one contact: erase it.", no_args_is_help=True)
+space_app = typer.Typer(
+    help="Create, list and change Spaces.", no_args_is_help=True, rich_markup_mode=None
+)
+key_app = typer.Typer(
+    help="Create, list and revoke API keys.", no_args_is_help=True, rich_markup_mode=None
+)
+contact_app = typer.Typer(
+    help="Act on one contact: erase it.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(space_app, name="space")
 app.add_typer(key_app, name="key")
 app.add_typer(contact_app, name="contact")
 app.add_typer(webhook_app, name="webhook")
 # Rows a transaction of `import`, as POST /contacts/batch (batch_schemas.MAX_BATCH).
 MAX_BATCH = 1000
+
+
+def print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"contactbase {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def commands(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            is_eager=True,
+            callback=print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """Administer contactbase: the schema, Spaces (tenants), API keys, and the server.
+    CONTACTBASE_DEBUG=1 shows a failure's traceback."""
 
 
 @app.command()
@@ -62,10 +96,7 @@ def space_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create a Space (a tenant)."""
-    try:
-        space = run(lambda s: service.create_space(s, name, timezone))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    space = run(lambda s: service.create_space(s, name, timezone))
     show(space_view(space), as_json, "Space")
 
 
@@ -83,10 +114,7 @@ def _space_command(
     *,
     changes_access: bool = True,
 ) -> None:
-    try:
-        space = run(lambda s: change(s, space_id), changes_access=changes_access)
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    space = run(lambda s: change(s, space_id), changes_access=changes_access)
     show(space_view(space), as_json, "Space")
 
 
@@ -130,7 +158,7 @@ def space_set_label(
     """Name a custom-field slot: the list shows it under that name with
     use_custom_field_labels=1. Labels are unique within a Space."""
     if (label is None) != clear:
-        raise fail(ApiError("Give a LABEL, or --clear to remove the slot's label."), as_json)
+        raise ApiError("Give a LABEL, or --clear to remove the slot's label.")
     _space_command(
         lambda s, i: service.set_label(s, i, slot, label), space_id, as_json, changes_access=False
     )
@@ -150,12 +178,9 @@ def key_create(
     as_json: JsonFlag = False,
 ) -> None:
     """Create an API key for a Space. The key is printed now and never again."""
-    try:
-        key, raw_key = run(
-            lambda s: service.create_key(s, space_id, name, permission or DEFAULT_PERMISSIONS)
-        )
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    key, raw_key = run(
+        lambda s: service.create_key(s, space_id, name, permission or DEFAULT_PERMISSIONS)
+    )
     view = {**key_view(key), "key": raw_key}
     del view["revoked_at"]
     show(view, as_json)
@@ -166,20 +191,14 @@ def key_create(
 @key_app.command("list")
 def key_list(space_id: int, as_json: JsonFlag = False) -> None:
     """List a Space's keys (prefixes only)."""
-    try:
-        keys = run(lambda s: service.list_keys(s, space_id))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    keys = run(lambda s: service.list_keys(s, space_id))
     show([key_view(key) for key in keys], as_json, "API keys")
 
 
 @key_app.command("revoke")
 def key_revoke(key_id: int, as_json: JsonFlag = False) -> None:
     """Revoke a key: its next request is refused with 401."""
-    try:
-        key = run(lambda s: service.revoke_key(s, key_id), changes_access=True)
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    key = run(lambda s: service.revoke_key(s, key_id), changes_access=True)
     show(key_view(key), as_json, "API key")
 
 
@@ -193,12 +212,12 @@ def contact_erase(
     """Erase a person (a data-subject request): the contact, every contact merged into it and
     all their values, as DELETE /contacts/{id} does. Prints what was removed, as counts."""
     if (contact_id is None) == (email is None):
-        raise fail(ApiError("Give one of --id and --email."), as_json)
+        raise ApiError("Give one of --id and --email.")
 
     async def erase() -> dict[str, int]:
         from contactbase.contacts import erasure
 
-        db = Database(Settings().database_url, pool_size=1)
+        db = database(Settings())
         lease = Lease(db)
         failure: BaseException | None = None
         try:
@@ -213,16 +232,7 @@ def contact_erase(
             await lease.release(failure)
             await db.dispose()
 
-    try:
-        report = asyncio.run(erase())
-    except ApiError as error:
-        raise fail(error, as_json) from None
-    except (*DRIVER_ERRORS, OSError) as exc:
-        unavailable = ServiceUnavailable(
-            f"The database refused the erasure ({type(exc).__name__})."
-        )
-        raise fail(unavailable, as_json) from None
-    show(report, as_json)
+    show(asyncio.run(erase()), as_json)
 
 
 @app.command("import")
@@ -249,18 +259,13 @@ def import_contacts(
     from contactbase.contacts import import_files  # it needs FastAPI (validation): only here
 
     if resume and dry_run:
-        raise fail(ApiError("--dry-run and --resume cannot be used together."), as_json)
+        raise ApiError("--dry-run and --resume cannot be used together.")
     settings = Settings()
     try:
         source = import_files.open_source(file, settings.max_body_bytes)
         counts = asyncio.run(
             _import(settings, space_id, source, resume=resume, dry_run=dry_run, size=batch_size)
         )
-    except ApiError as error:
-        raise fail(error, as_json) from None
-    except OSError as exc:  # reading FILE, or writing FILE.rejects
-        problem = ApiError(f"{exc.filename or file}: {exc.strerror or exc}.")
-        raise fail(problem, as_json) from None
     except KeyboardInterrupt:
         interrupted = "interrupted: the batches committed stay; run again with --resume to go on."
         errors.print(interrupted, soft_wrap=True)
@@ -294,7 +299,7 @@ async def _import(
 ) -> "imports.Counts":
     from contactbase.contacts import imports
 
-    db = Database(settings.database_url, pool_size=1)
+    db = database(settings)
     meter = ImportMeter(source.path.stat().st_size, dry_run=dry_run, console=errors)
     try:
         return await imports.import_file(
@@ -339,32 +344,37 @@ def serve(
     as_json: JsonFlag = False,
 ) -> None:
     """Serve the HTTP API. With --json, one JSON line describes the server and the access log
-    is left out, so that standard output holds that line alone; logs go to standard error."""
+    is left out, so that standard output holds that line alone; logs go to standard error.
+    Refuses to start when the database is missing, unreachable, read-only or not migrated."""
     import uvicorn
 
     settings = Settings()
     if workers > 1 and not settings.redis_url:
-        refusal = ApiError(
+        raise ApiError(
             "--workers > 1 needs CONTACTBASE_REDIS_URL: without Redis each worker would count "
             "rate limits on its own, multiplying every limit by the number of workers."
         )
-        fail(refusal, as_json)
-        raise typer.Exit(2)
-    database = async_url(settings.database_url).render_as_string(hide_password=True)
+    problem = asyncio.run(_database_problem(settings))
+    if problem is not None:
+        raise ApiError(problem.message)
+    redis_down = asyncio.run(_redis_problem(settings.redis_url)) if settings.redis_url else None
+    shown = async_url(settings.database_url).render_as_string(hide_password=True)
     about = {
         "url": f"http://{host}:{port}",
         "docs": f"http://{host}:{port}/docs",
         "workers": workers,
-        "database": database,
+        "database": shown,
         "redis": settings.redis_url is not None,
     }
     if as_json:
         show(about, as_json)
     else:
         console.print(
-            f"contactbase on {about['url']} ({workers} worker(s), database {database}); "
+            f"contactbase on {about['url']} ({workers} worker(s), database {shown}); "
             f"API docs at {about['docs']}"
         )
+    if redis_down is not None:
+        errors.print(REDIS_DOWN.format(redis_down), soft_wrap=True, markup=False)
     if settings.public_url is None and host not in LOOPBACK:
         errors.print(UNSET_PUBLIC_URL, soft_wrap=True, markup=False)
     if as_json:
@@ -385,6 +395,34 @@ def serve(
     )
 
 
+async def _database_problem(settings: Settings) -> Problem | None:
+    """What /readyz would answer, asked before the server starts (operations.readiness)."""
+    from contactbase.migrations import schema_head
+    from contactbase.operations import readiness
+
+    db = Database(settings.database_url, pool_size=1)  # opens nothing until asked
+    try:
+        return await readiness(db, schema_head())
+    finally:
+        await db.dispose()
+
+
+async def _redis_problem(url: str) -> str | None:
+    """Why Redis does not answer, or None when it does."""
+    client = Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    try:
+        await client.ping()
+    except (RedisError, OSError) as exc:
+        return " ".join(str(exc).split()).rstrip(".") or type(exc).__name__
+    finally:
+        await client.aclose()
+    return None
+
+
+REDIS_DOWN = (
+    "warning: Redis is unreachable ({}): requests are served without rate limits, and without "
+    "their headers, until it answers; start it, or correct CONTACTBASE_REDIS_URL."
+)
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 UNSET_PUBLIC_URL = (
     "warning: CONTACTBASE_PUBLIC_URL is not set, so links in answers (next_page_url, "
@@ -393,23 +431,23 @@ UNSET_PUBLIC_URL = (
 )
 
 
-DEMO_CURL = """curl -X POST "http://127.0.0.1:8000/public-api/v1/contacts" \\
-  -H "Authorization: Bearer {key}" \\
-  -H "Accept: application/json" \\
+DEMO_CURL = """curl -s -X POST "$CB/contacts" -H "Authorization: Bearer $KEY" \\
   -H "Content-Type: application/json" \\
-  -d '{{"emails": ["john@example.com", "johnny@example.com"],
-       "phones": ["+1234567890", "+0987654321"],
-       "names": ["John Doe", "Johnny"],
-       "locations": ["New York, NY", "Los Angeles, CA"]}}'"""
+  -d '{"emails": ["john@example.com", "johnny@example.com"],
+       "phones": ["+1234567890"], "names": ["John Doe"]}'"""
 
 
-@app.command(hidden=True)
+@app.command()
 def demo(
     key_file: Annotated[Path, typer.Option(help="Where the demo key is kept between runs.")] = Path(
         ".contactbase-demo-key"
     ),
+    url: Annotated[
+        str, typer.Option(help="Where the server will answer (make run's HOST and PORT).")
+    ] = "http://127.0.0.1:8000",
 ) -> None:
-    """Make sure a demo Space and key exist (for `make run`), and print the key with a curl line."""
+    """Make sure a demo Space and key exist (for `make run`), and print the line to paste into
+    another terminal (the API's address and the key) with a first request."""
 
     async def ensure(session: AsyncSession) -> tuple[str, bool]:
         if key_file.exists():
@@ -422,18 +460,18 @@ def demo(
         return raw_key, True
 
     if key_file.is_symlink():  # checked before a key is made for it; O_NOFOLLOW holds anyway
-        linked = ApiError(f"{key_file} is a symbolic link: give the path of a plain file.")
-        raise fail(linked, False)
+        raise ApiError(f"{key_file} is a symbolic link: give the path of a plain file.")
     raw_key, created = run(ensure)
     if created:
         try:
             write_private(key_file, raw_key + "\n")
         except OSError as exc:
-            refusal = ApiError(f"Cannot write the demo key to {key_file}: {exc.strerror}.")
-            raise fail(refusal, False) from None
+            raise ApiError(f"Cannot write the demo key to {key_file}: {exc.strerror}.") from None
     typer.echo(f"{'Created' if created else 'Using'} the demo Space's API key: {raw_key}")
-    typer.echo("Create your first contact from another terminal:\n")
-    typer.echo(DEMO_CURL.format(key=raw_key) + "\n")
+    typer.echo("Paste this into another terminal, then create your first contact:\n")
+    typer.echo(f"export CB={url.rstrip('/')}/public-api/v1 KEY={raw_key}\n")
+    typer.echo(DEMO_CURL + "\n")
+    typer.echo(f"API docs: {url.rstrip('/')}/docs\n")
 
 
 def main() -> None:

@@ -2,13 +2,15 @@
 
 import asyncio
 import errno
+import os
+import re
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import asyncpg
 from sqlalchemy import BigInteger, Integer, MetaData, event
@@ -52,7 +54,7 @@ class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
 
-def async_url(url: str) -> URL:
+def async_url(url: str | URL) -> URL:
     """Accept plain or SQLAlchemy-style URLs and pick the async driver."""
     parsed = make_url(url)
     backend = parsed.get_backend_name()
@@ -63,7 +65,7 @@ def async_url(url: str) -> URL:
     raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}")
 
 
-def sqlite_path(url: str) -> Path | None:
+def sqlite_path(url: str | URL) -> Path | None:
     """The file of an SQLite URL (None for PostgreSQL, or SQLite in memory)."""
     parsed = async_url(url)
     if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
@@ -303,6 +305,161 @@ async def discard_pool(db: Database, pooled: Any, failure: BaseException) -> Non
     each) finds the loss. SQLAlchemy offers this only as the pool's `_invalidate`."""
     pool = db.engine.sync_engine.pool
     await greenlet_spawn(pool._invalidate, pooled, failure)
+
+
+class Problem(NamedTuple):
+    """Why the database cannot serve: `code` as SPEC 6.1 names it, `public` what /readyz (which
+    anyone may read) says, without host, user or path, and `message` what the operator is
+    told: where, and what to do."""
+
+    code: str  # database_unavailable; schema_outdated when the fix is `contactbase migrate`
+    public: str
+    message: str
+
+
+MIGRATE = "run `contactbase migrate`"
+NO_SCHEMA = f"The database has no schema: {MIGRATE}."
+
+
+def sqlite_problem(url: str | URL) -> Problem | None:
+    """An SQLite file that does not exist (only `migrate` creates it, private: files.py) or
+    that this user cannot write, it or its folder (SQLite keeps its journal beside the file);
+    None for PostgreSQL and a usable file. Asked before anything opens the file: opening it
+    creates it."""
+    path = sqlite_path(url)
+    if path is None:
+        return None
+    path = path.absolute()
+    if not path.exists():
+        fix = f"{MIGRATE} to create it, or set CONTACTBASE_DATABASE_URL to your database"
+        return Problem("schema_outdated", NO_SCHEMA, f"There is no database at {path}: {fix}.")
+    if os.statvfs(path).f_flag & os.ST_RDONLY:
+        message = f"The database {path} is on a read-only file system: mount it read-write."
+    elif not os.access(path, os.W_OK):
+        message = f"The database {path} is read-only: make it writable by this user."
+    elif not os.access(path.parent, os.W_OK | os.X_OK):
+        message = (
+            f"The folder {path.parent} of the database is read-only: make it writable by this "
+            f"user (SQLite writes its journal, {path.name}-wal, beside the file)."
+        )
+    else:
+        return None
+    public = "The database is read-only: the service cannot write its file or folder."
+    return Problem("database_unavailable", public, message)
+
+
+def explain(exc: BaseException, url: str | URL) -> Problem | None:
+    """What a failure met on the database at `url` means and what to do; None when it is not
+    one of the database's known failures (a bug, or a failure of something else)."""
+    parsed = async_url(url)
+    causes = _causes(exc)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_failure(causes, parsed)
+    where = _server(parsed)
+    states = {getattr(cause, "sqlstate", None) for cause in causes}
+    if "3D000" in states:
+        fix = f'create it (createdb "{parsed.database}"), then {MIGRATE}'
+        return Problem(
+            "database_unavailable",
+            "The database does not exist.",
+            f'The database "{parsed.database}" does not exist on {where}: {fix}.',
+        )
+    if states & {"28000", "28P01"}:
+        return Problem(
+            "database_unavailable",
+            "The database refused the login.",
+            f"PostgreSQL on {where} refused the login ({_words(causes[-1])}): correct the user "
+            "or password in CONTACTBASE_DATABASE_URL.",
+        )
+    if states & {"42P01", "42703"}:  # an undefined table, or column: an older schema, or none
+        return Problem(
+            "schema_outdated",
+            f"The database has no schema, or an older one: {MIGRATE}.",
+            f'The database "{parsed.database}" on {where} has no schema, or an older one: '
+            f"{MIGRATE}.",
+        )
+    if "25006" in states:  # read_only_sql_transaction
+        return postgres_read_only(parsed)
+    if is_unavailable(exc) or any(_unreachable(cause) for cause in causes):
+        reason = _reason(next((c for c in causes if isinstance(c, OSError)), causes[-1]))
+        return Problem(
+            "database_unavailable",
+            f"The database is unreachable ({reason}).",
+            f"The database is unreachable ({reason}): start PostgreSQL on {where}, or set "
+            "CONTACTBASE_DATABASE_URL to where it runs.",
+        )
+    return None
+
+
+def postgres_read_only(url: str | URL) -> Problem:
+    """PostgreSQL answers, read-only: a standby, or default_transaction_read_only is on."""
+    parsed = async_url(url)
+    return Problem(
+        "database_unavailable",
+        "The database is read-only.",
+        f'The database "{parsed.database}" on {_server(parsed)} is read-only (a standby?): '
+        "set CONTACTBASE_DATABASE_URL to the primary.",
+    )
+
+
+def _server(url: URL) -> str:
+    """Where PostgreSQL is asked for, as asyncpg would: host and port, defaults filled in."""
+    return f"{url.host or 'localhost'}:{url.port or 5432}"
+
+
+def _sqlite_failure(causes: list[BaseException], url: URL) -> Problem | None:
+    failure = next((cause for cause in causes if isinstance(cause, sqlite3.Error)), None)
+    if failure is None:
+        return None
+    words, path = str(failure), Path(url.database or "").absolute()
+    if words.startswith(("no such table", "no such column")):
+        return Problem(
+            "schema_outdated",
+            f"The database has no schema, or an older one: {MIGRATE}.",
+            f"The database {path} has no schema, or an older one ({words}): {MIGRATE}.",
+        )
+    code = failure.sqlite_errorcode & 0xFF
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return sqlite_problem(url) or Problem(
+            "database_unavailable",
+            "The database cannot be opened.",
+            f"SQLite cannot open or write {path} ({words}).",
+        )
+    return None
+
+
+def _causes(exc: BaseException) -> list[BaseException]:
+    """The failure, then what it wraps (SQLAlchemy's `orig`, the driver's own), innermost last."""
+    chain: list[BaseException] = []
+    cause: BaseException | None = exc
+    while cause is not None and cause not in chain:
+        chain.append(cause)
+        cause = getattr(cause, "orig", None) or cause.__cause__ or cause.__context__
+    return chain
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to connect: refused, unknown host, no route, no answer in time."""
+    if isinstance(exc, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    # asyncio's error when every address of a host failed (errno None).
+    return isinstance(exc, OSError) and str(exc).startswith("Multiple exceptions")
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection failure in a few words: `connection refused`, not asyncio's sentence."""
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, socket.gaierror) and exc.strerror:
+        return exc.strerror.lower()  # `name or service not known`
+    number = exc.errno if isinstance(exc, OSError) else None
+    if number is None and (found := re.search(r"\[Errno (\d+)\]", str(exc))):
+        number = int(found.group(1))  # the first of asyncio's "Multiple exceptions: …"
+    return os.strerror(number).lower() if number else _words(exc)
+
+
+def _words(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def utcnow() -> datetime:

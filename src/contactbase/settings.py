@@ -1,20 +1,27 @@
 """Configuration, read once from the environment and passed down."""
 
 import math
+import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
+ENV_PREFIX = "CONTACTBASE_"
 # A secret shorter than this is guessable by brute force offline (from one signed cursor).
 MIN_SECRET_BYTES = 32
+DATABASE_BACKENDS = ("sqlite", "postgresql", "postgres")  # `postgres://` is Heroku's spelling
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
 class Settings(BaseSettings):
     """Every setting is an environment variable prefixed with CONTACTBASE_."""
 
-    model_config = SettingsConfigDict(env_prefix="CONTACTBASE_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     database_url: str = Field(
         default="sqlite:///contactbase.db",
@@ -100,6 +107,26 @@ class Settings(BaseSettings):
         default=0.5, gt=0, description="How often workers look for new events and due messages."
     )
 
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            backend = make_url(value).get_backend_name()
+        except (ArgumentError, ValueError):  # not a URL, or a port that is not a number
+            backend = ""
+        if backend not in DATABASE_BACKENDS:
+            raise ValueError("must be sqlite:///… or postgresql://…")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if urlsplit(value).scheme not in REDIS_SCHEMES:
+            raise ValueError("must be redis://…, rediss://… or unix://…")
+        return value
+
     @field_validator("public_url")
     @classmethod
     def _public_url(cls, value: str | None) -> str | None:
@@ -144,3 +171,37 @@ def retry_delays(schedule: str) -> tuple[float, ...]:
     if not delays or any(not (0 < delay < math.inf) for delay in delays):
         raise ValueError("must be positive numbers of seconds separated by commas, e.g. 1,1,2")
     return delays
+
+
+# Pydantic's words for what a setting must be, as an operator reads them.
+REASONS = {
+    "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+}
+SECRET_SETTINGS = {"secret_key"}  # never repeated back
+
+
+def describe(error: ValidationError) -> str:
+    """The Settings' refusal as one sentence naming the environment variable and its value,
+    e.g. `CONTACTBASE_MAX_BODY_BYTES must be an integer ("abc").`"""
+    first, *others = error.errors()
+    field = str(first["loc"][0]) if first["loc"] else ""
+    reason = REASONS.get(first["type"], "").format(**first.get("ctx", {}))
+    if not reason:
+        reason = first["msg"].removeprefix("Value error, ")
+        if reason.startswith("Input should"):
+            reason = "should" + reason.removeprefix("Input should")
+    shown = "" if field in SECRET_SETTINGS else f" ({_quoted(first['input'])})"
+    more = f" (and {len(others)} more error{'s' if len(others) > 1 else ''})" if others else ""
+    return f"{ENV_PREFIX}{field.upper()} {reason}{shown}{more}."
+
+
+def _quoted(value: Any) -> str:
+    """A setting's value as given, less any password in it (`scheme://user:***@host`)."""
+    text = value if isinstance(value, str) else repr(value)
+    return '"' + re.sub(r"(://[^/@:]*:)[^/]*@", r"\1***@", text) + '"'

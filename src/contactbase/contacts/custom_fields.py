@@ -4,7 +4,17 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    GetPydanticSchema,
+    create_model,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, core_schema
 
 from contactbase.validation import ValueRejected, has_control_characters
 
@@ -48,9 +58,30 @@ def parse_custom_date(text: str) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
 
 
-CustomText = Annotated[str, AfterValidator(clean_custom_text)]
+# The json_schema_extra only document the rules (the validators enforce them, with the API's
+# own messages); the same types describe the slots in requests and in answers.
+CustomText = Annotated[
+    str,
+    AfterValidator(clean_custom_text),
+    Field(json_schema_extra={"maxLength": MAX_CUSTOM_TEXT}),
+]
 CustomNumber = Annotated[float, Field(allow_inf_nan=False)]
-CustomDate = Annotated[str, AfterValidator(parse_custom_date)]
+CustomDate = Annotated[
+    str,
+    AfterValidator(parse_custom_date),
+    Field(
+        json_schema_extra={
+            "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}([T ].*)?$",
+            "examples": ["2026-11-26", "2026-11-26T08:00:00Z"],
+        }
+    ),
+]
+
+
+def _without_defaults(schema: dict[str, Any]) -> None:
+    """The document shows no default: None stands for a slot not sent, not a value to send."""
+    for slot in schema["properties"].values():
+        slot.pop("default", None)
 
 
 class CustomFields(BaseModel):
@@ -58,7 +89,7 @@ class CustomFields(BaseModel):
     dates (YYYY-MM-DD or ISO 8601 date-time). A slot may be left out, never sent as null."""
 
     # The default None marks a slot not sent; it is never validated, so a null sent is a 422.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=_without_defaults)
 
     profile_field_1: CustomText = None  # type: ignore[assignment]
     profile_field_2: CustomText = None  # type: ignore[assignment]
@@ -90,6 +121,45 @@ class CustomFields(BaseModel):
     profile_field_28: CustomDate = None  # type: ignore[assignment]
     profile_field_29: CustomDate = None  # type: ignore[assignment]
     profile_field_30: CustomDate = None  # type: ignore[assignment]
+
+
+def slot_type(slot: str) -> Any:
+    """The type of a slot by its number: text, number or date."""
+    number = int(slot.rsplit("_", 1)[1])
+    if number in TEXT_SLOTS:
+        return CustomText
+    return CustomNumber if number in NUMBER_SLOTS else CustomDate
+
+
+class _Shown(BaseModel):
+    # A labelled slot (the list's use_custom_field_labels=1) is shown under its label.
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: dict[str, str | float | None]
+
+
+# Documents the slots as answers show them; the answers hold them as a plain dict (to_wire).
+_shown_slots: dict[str, Any] = {slot: (slot_type(slot) | None, None) for slot in SLOTS}
+CustomFieldValues = create_model(
+    "CustomFieldValues",
+    __base__=_Shown,
+    __doc__="The slots as an answer shows them, typed as in requests: profile_field_1 to 15 "
+    "text, 16 to 25 numbers, 26 to 30 dates (YYYY-MM-DD, or a date-time as YYYY-MM-DDTHH:MM:SSZ); "
+    "null when not set. With use_custom_field_labels=1 a labelled slot is shown under its label.",
+    **_shown_slots,
+)
+
+
+def _values_json_schema(_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    """CustomFieldValues' schema, as a definition of its own that the field refers to."""
+    model = CustomFieldValues.__pydantic_core_schema__
+    reference = core_schema.definition_reference_schema(model["ref"])
+    return handler(core_schema.definitions_schema(reference, [model]))
+
+
+# The slots of a contact in an answer: a dict at run time, CustomFieldValues in the document.
+ShownCustomFields = Annotated[
+    dict[str, Any], GetPydanticSchema(lambda source, handler: handler(source), _values_json_schema)
+]
 
 
 def sent_slots(fields: BaseModel) -> dict[str, Any]:

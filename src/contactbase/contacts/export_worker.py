@@ -80,20 +80,26 @@ class ExportWorker:
         self.max_bytes = max_bytes
 
     async def run_forever(self) -> None:
-        """Poll for work until cancelled; clean up old files every minute."""
+        """Poll for work until cancelled; clean up old files every minute. A failure is logged
+        once, not at every poll, until it changes or the worker recovers."""
         last_cleanup = 0.0
+        failing: str | None = None
         while True:
             try:
                 if time.monotonic() - last_cleanup > 60:
                     last_cleanup = time.monotonic()
                     self.remove_old_files()
-                if await self.run_once():
+                worked = await self.run_once()
+                failing = None
+                if worked:
                     continue
             except Exception as exc:  # the loop must outlive any one failure
-                if is_unavailable(exc):
-                    log.warning("export worker: database unavailable: %r", exc)
-                else:
-                    log.exception("export worker: unexpected failure")
+                if repr(exc) != failing:
+                    failing = repr(exc)
+                    if is_unavailable(exc):
+                        log.warning("export worker: database unavailable: %r", exc)
+                    else:
+                        log.exception("export worker: unexpected failure")
             await asyncio.sleep(self.poll_seconds)
 
     async def run_once(self) -> bool:

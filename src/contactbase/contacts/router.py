@@ -340,7 +340,7 @@ async def list_changes(call: Call[ChangesQuery, None]) -> Response:
 @api.operation(
     "DELETE",
     "/contacts/{contact_id}",
-    operation_id="eraseContact",
+    operation_id="deleteContact",
     access=access.ERASE,
     query=NoQuery,
     status=204,

@@ -11,11 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    WithJsonSchema,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
 
-from contactbase.contacts.custom_fields import CustomFields, to_wire
+from contactbase.contacts.custom_fields import CustomFields, ShownCustomFields, to_wire
 from contactbase.contacts.filters import Filters, gather_brackets
 from contactbase.contacts.values import clean_email, clean_phone, clean_text
 from contactbase.validation import ValueRejected, has_control_characters
@@ -42,7 +43,11 @@ def wire_time(value: datetime) -> str:
     return value.isoformat(timespec="seconds") + "Z"
 
 
-Timestamp = Annotated[datetime, PlainSerializer(wire_time, return_type=str)]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(wire_time, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-26T08:00:00Z"]}),
+]
 
 
 class ContactCreate(BaseModel):
@@ -129,7 +134,9 @@ class ContactUpdated(BaseModel):
     phones: list[str] | None = None
     names: list[str] | None = None
     locations: list[str] | None = None
-    custom_fields: dict[str, Any] | None = None
+    custom_fields: ShownCustomFields | None = Field(
+        default=None, description="When sent: the set slots, as stored."
+    )
 
 
 class ContactDetail(BaseModel):
@@ -142,7 +149,7 @@ class ContactDetail(BaseModel):
     locations: list[str]
     created_at: Timestamp
     updated_at: Timestamp
-    custom_fields: dict[str, Any] | None = Field(
+    custom_fields: ShownCustomFields | None = Field(
         default=None, description="The set custom-field slots; absent when none is set."
     )
     comet_tokens: list[Any] | None = Field(
@@ -182,8 +189,10 @@ class ContactSummary(BaseModel):
     comet_tokens: list[Any] | None = Field(
         default=None, description="Only with include_comet_tokens=1; always empty here."
     )
-    custom_fields: dict[str, Any] | None = Field(
-        default=None, description="Only with include_custom_fields=1: the 30 profile_field slots."
+    custom_fields: ShownCustomFields | None = Field(
+        default=None,
+        description="Only with include_custom_fields=1: the 30 slots, null when not set (under "
+        "their labels with use_custom_field_labels=1).",
     )
 
 

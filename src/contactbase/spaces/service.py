@@ -95,8 +95,13 @@ async def set_status(session: AsyncSession, space_id: int, status: str) -> Space
 async def set_limit(session: AsyncSession, space_id: int, endpoint: str, per_minute: int) -> Space:
     if endpoint not in ENDPOINTS:
         raise invalid("endpoint", f"The endpoint must be one of {', '.join(ENDPOINTS)}.")
-    if per_minute < 0:
-        raise invalid("per_minute", "The limit must be zero or more requests per minute.")
+    if per_minute < 1:
+        # A 429's Retry-After promises a retry that succeeds (SPEC 2); under 0 none ever would.
+        raise invalid(
+            "per_minute",
+            f"The limit must be 1 or more requests per minute, not {per_minute}: the smallest "
+            "allowed is 1, since every refused client is told when a retry will succeed.",
+        )
     space = await get_space(session, space_id)
     space.rate_limits = {**space.rate_limits, endpoint: per_minute}
     await session.flush()

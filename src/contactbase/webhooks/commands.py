@@ -4,15 +4,15 @@ from typing import Annotated
 
 import typer
 
-from contactbase.errors import ApiError
 from contactbase.settings import Settings
-from contactbase.terminal import JsonFlag, fail, run, show
+from contactbase.terminal import JsonFlag, run, show
 from contactbase.webhooks import service
 from contactbase.webhooks.service import EVENT_TYPES, endpoint_view
 
 webhook_app = typer.Typer(
     help="Send a Space's changes to other systems: endpoints, secrets, deliveries, replays.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 KEEP_SECRET = (
     "Store the secret now: receivers verify signatures with it, and it is not shown again."
@@ -31,14 +31,11 @@ def webhook_create(
 ) -> None:
     """Send the Space's events, from now on, to URL. Prints the signing secret once."""
     settings = Settings()
-    try:
-        endpoint, secret = run(
-            lambda s: service.create_endpoint(
-                s, space_id, url, event or (), allow_private=settings.webhook_allow_private
-            )
+    endpoint, secret = run(
+        lambda s: service.create_endpoint(
+            s, space_id, url, event or (), allow_private=settings.webhook_allow_private
         )
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    )
     show({**endpoint_view(endpoint), "secret": secret}, as_json)
     if not as_json:
         typer.echo(KEEP_SECRET)
@@ -47,40 +44,28 @@ def webhook_create(
 @webhook_app.command("list")
 def webhook_list(space_id: int, as_json: JsonFlag = False) -> None:
     """List a Space's endpoints, with why any is disabled."""
-    try:
-        endpoints = run(lambda s: service.list_endpoints(s, space_id))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    endpoints = run(lambda s: service.list_endpoints(s, space_id))
     show([endpoint_view(endpoint) for endpoint in endpoints], as_json, "Webhook endpoints")
 
 
 @webhook_app.command("enable")
 def webhook_enable(endpoint_id: int, as_json: JsonFlag = False) -> None:
     """Deliver again, from the next event on (events of the pause are not sent: see replay)."""
-    try:
-        endpoint = run(lambda s: service.enable(s, endpoint_id))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    endpoint = run(lambda s: service.enable(s, endpoint_id))
     show(endpoint_view(endpoint), as_json)
 
 
 @webhook_app.command("disable")
 def webhook_disable(endpoint_id: int, as_json: JsonFlag = False) -> None:
     """Stop delivering; events that occur meanwhile are not queued for it."""
-    try:
-        endpoint = run(lambda s: service.disable(s, endpoint_id))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    endpoint = run(lambda s: service.disable(s, endpoint_id))
     show(endpoint_view(endpoint), as_json)
 
 
 @webhook_app.command("delete")
 def webhook_delete(endpoint_id: int, as_json: JsonFlag = False) -> None:
     """Delete an endpoint with its queued messages and its record of attempts."""
-    try:
-        view = run(lambda s: service.delete_endpoint(s, endpoint_id))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    view = run(lambda s: service.delete_endpoint(s, endpoint_id))
     show(view, as_json)
 
 
@@ -89,10 +74,7 @@ def webhook_rotate_secret(endpoint_id: int, as_json: JsonFlag = False) -> None:
     """A new signing secret, printed once; the old one signs beside it for 24 hours
     (CONTACTBASE_WEBHOOK_ROTATION_OVERLAP_SECONDS)."""
     overlap = Settings().webhook_rotation_overlap_seconds
-    try:
-        endpoint, secret = run(lambda s: service.rotate_secret(s, endpoint_id, overlap))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    endpoint, secret = run(lambda s: service.rotate_secret(s, endpoint_id, overlap))
     show({**endpoint_view(endpoint), "secret": secret}, as_json)
     if not as_json:
         typer.echo(KEEP_SECRET)
@@ -105,10 +87,7 @@ def webhook_deliveries(
     as_json: JsonFlag = False,
 ) -> None:
     """The endpoint's latest delivery attempts: event, attempt, status, latency, answer."""
-    try:
-        rows = run(lambda s: service.attempts(s, endpoint_id, limit))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    rows = run(lambda s: service.attempts(s, endpoint_id, limit))
     show(rows, as_json, "Delivery attempts")
 
 
@@ -122,8 +101,5 @@ def webhook_replay(
     as_json: JsonFlag = False,
 ) -> None:
     """Re-send a range of the feed's events to one endpoint, as new messages (new webhook-id)."""
-    try:
-        count = run(lambda s: service.replay(s, endpoint_id, after, until))
-    except ApiError as error:
-        raise fail(error, as_json) from None
+    count = run(lambda s: service.replay(s, endpoint_id, after, until))
     show({"endpoint_id": endpoint_id, "queued": count}, as_json)
