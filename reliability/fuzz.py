@@ -8,12 +8,9 @@ prints the figures and exits non-zero on any failure. The bounded run is tests/t
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = ROOT / ".venv" / "bin"
 sys.path.insert(0, str(ROOT / "bench"))
 from database import fresh_database  # noqa: E402  (the benchmarks' fresh database)
+from served import NotReady, free_port, stop, wait_until_ready  # noqa: E402
 
 from contactbase.ratelimit import ENDPOINTS  # noqa: E402  (every limit, raised out of the way)
 from contactbase.spaces.service import PERMISSIONS  # noqa: E402
@@ -53,40 +51,6 @@ def make_space(env: dict[str, str], name: str) -> str:
     # Every permission, erasing too, so that every operation is fuzzed past its key check.
     granted = [arg for permission in PERMISSIONS for arg in ("--permission", permission)]
     return str(contactbase(env, "key", "create", space_id, "--name", "fuzz", *granted)["key"])
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Poll /readyz until the server answers 200; fail if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"contactbase exited with status {server.returncode} at start-up")
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"contactbase was not ready within {timeout:.0f} s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Stop the server as a deployment would (SIGTERM), killing it if it hangs."""
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def fuzz(base_url: str, key: str, args: argparse.Namespace, work: Path, run: str) -> dict[str, Any]:
@@ -173,7 +137,10 @@ def main() -> int:
         with (work / "server.log").open("wb") as log:
             server = subprocess.Popen(serve, env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
-                wait_until_ready(base_url, server)
+                try:
+                    wait_until_ready(base_url, server)
+                except NotReady as failure:
+                    raise SystemExit(str(failure)) from None
                 reports = {run: fuzz(base_url, key, args, work, run) for run, key in keys.items()}
             finally:
                 stop(server)

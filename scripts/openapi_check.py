@@ -21,12 +21,10 @@ import gzip
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +34,9 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "reliability"))
+from served import NotReady, free_port, stop, wait_until_ready  # noqa: E402  (shared with fuzz.py)
+
 REDOCLY = "@redocly/cli@2.77.0"
 GENERATOR_VERSION = "0.29.1"
 # openapi-python-client and everything it installs, pinned (its own virtualenv).
@@ -96,40 +97,6 @@ def contactbase(env: dict[str, str], *args: str) -> dict[str, Any]:
         raise CheckFailed(f"contactbase {' '.join(args)} failed: {done.stderr.strip()}")
     value: dict[str, Any] = json.loads(done.stdout)
     return value
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def wait_until_ready(base_url: str, server: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    """Poll /readyz until the server answers 200; fail if it exits or takes too long."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise CheckFailed(f"contactbase exited with status {server.returncode} at start-up")
-        try:
-            with urllib.request.urlopen(f"{base_url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise CheckFailed(f"contactbase was not ready within {timeout:.0f} s")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    """Stop the server as a deployment would (SIGTERM), killing it if it hangs."""
-    server.terminate()
-    try:
-        server.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def lint(document: Path) -> None:
@@ -462,7 +429,7 @@ def main() -> int:
         except Exception as failure:
             if log_path.exists():
                 print(f"\nserver log (its end):\n{log_path.read_text(errors='replace')[-4000:]}")
-            if not isinstance(failure, CheckFailed):
+            if not isinstance(failure, CheckFailed | NotReady):
                 raise
             print(f"\nFAILED: {failure}", file=sys.stderr)
             return 1
