@@ -2,10 +2,13 @@
 the engines (`hide_parameters`); PostgreSQL's DETAIL, which names the values a constraint
 refused (`Key (space_id, normalised)=(1, ada@example.com) already exists.`), is in the text of
 the driver's exceptions, and is cut from every record of the service's loggers, messages and
-tracebacks alike."""
+tracebacks alike. A background worker's failure is logged once, not at every round.
+"""
 
 import logging
 import re
+
+from contactbase.db import is_unavailable
 
 LOGGERS = ("contactbase", "contactbase.exports", "contactbase.webhooks", "uvicorn.error")
 # asyncpg writes DETAIL (and HINT) on lines of their own after the message.
@@ -36,3 +39,24 @@ def install() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(one, Scrubbed) for one in logger.filters):
             logger.addFilter(Scrubbed())
+
+
+class Failures:
+    """A background worker's failures, each logged once: again only when it changes, or
+    after the worker has recovered (a missing schema is not written every second)."""
+
+    def __init__(self, logger: logging.Logger, worker: str) -> None:
+        self.logger, self.worker = logger, worker
+        self.last: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        if repr(exc) == self.last:
+            return
+        self.last = repr(exc)
+        if is_unavailable(exc):
+            self.logger.warning("%s: database unavailable: %r", self.worker, exc)
+        else:
+            self.logger.error("%s: unexpected failure", self.worker, exc_info=exc)
+
+    def recovered(self) -> None:
+        self.last = None

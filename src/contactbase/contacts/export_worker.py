@@ -38,6 +38,7 @@ from contactbase.contacts.filters import Condition
 from contactbase.contacts.models import Contact, Export, Tombstone
 from contactbase.contacts.reads import today_in
 from contactbase.db import Database, is_unavailable, utcnow
+from contactbase.logs import Failures
 from contactbase.spaces.models import Space
 
 log = logging.getLogger("contactbase.exports")
@@ -83,23 +84,18 @@ class ExportWorker:
         """Poll for work until cancelled; clean up old files every minute. A failure is logged
         once, not at every poll, until it changes or the worker recovers."""
         last_cleanup = 0.0
-        failing: str | None = None
+        failures = Failures(log, "export worker")
         while True:
             try:
                 if time.monotonic() - last_cleanup > 60:
                     last_cleanup = time.monotonic()
                     self.remove_old_files()
                 worked = await self.run_once()
-                failing = None
+                failures.recovered()
                 if worked:
                     continue
             except Exception as exc:  # the loop must outlive any one failure
-                if repr(exc) != failing:
-                    failing = repr(exc)
-                    if is_unavailable(exc):
-                        log.warning("export worker: database unavailable: %r", exc)
-                    else:
-                        log.exception("export worker: unexpected failure")
+                failures.failed(exc)
             await asyncio.sleep(self.poll_seconds)
 
     async def run_once(self) -> bool:

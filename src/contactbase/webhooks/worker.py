@@ -12,7 +12,8 @@ import contextlib
 import logging
 import time
 
-from contactbase.db import Database, is_unavailable
+from contactbase.db import Database
+from contactbase.logs import Failures
 from contactbase.metrics import Metrics
 from contactbase.settings import Settings
 from contactbase.webhooks import queue, signing
@@ -41,19 +42,14 @@ class WebhookWorker:
         """A round every `webhook_poll_seconds` (sooner when an attempt frees a slot) until
         cancelled; the attempts in flight are then cancelled, and their leases run out."""
         try:
-            failing: str | None = None  # logged once, not every round
+            failures = Failures(log, "webhook worker")
             while True:
                 self._freed.clear()  # before the round: a slot freed during it wakes the next
                 try:
                     await self.run_once()
-                    failing = None
+                    failures.recovered()
                 except Exception as exc:  # the loop must outlive any one failure
-                    if repr(exc) != failing:
-                        failing = repr(exc)
-                        if is_unavailable(exc):
-                            log.warning("webhook worker: database unavailable: %r", exc)
-                        else:
-                            log.exception("webhook worker: unexpected failure")
+                    failures.failed(exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._freed.wait(), self.settings.webhook_poll_seconds)
         finally:
